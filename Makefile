@@ -1,0 +1,34 @@
+# Two entry points (see README): `make demo` sets everything up and runs the main job; `make test` runs the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+RECIPE ?= recipes/patdnn-8x.yaml
+
+.PHONY: setup data demo test lint bench-pruning bench-compiler
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,bench]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+data:
+	bash scripts/install-data.sh
+
+demo: setup data
+	$(VENV)/bin/tessera prune $(RECIPE)
+
+test: setup
+	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench-pruning: setup data
+	$(PY) benchmarks/pruning_fashion_mnist.py
+
+bench-compiler: setup
+	$(PY) benchmarks/compiler_speed.py

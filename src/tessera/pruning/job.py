@@ -1,0 +1,141 @@
+"""The main job: recipe → baseline → ADMM (or one-shot) → hard masks → masked retraining → pruned model.
+
+Each training phase checkpoints every epoch under ``<output>/``; running the same recipe again resumes where it
+stopped. The final model is written only once everything succeeded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tessera.data import load_dataset
+from tessera.errors import ConfigError
+from tessera.models import create_model, load_model, save_model
+from tessera.pruning.admm import ADMM
+from tessera.pruning.recipe import Recipe
+from tessera.pruning.sparsifier import Sparsifier
+from tessera.pruning.trainer import Trainer, evaluate
+from tessera.sparsity import analyse_conv
+
+
+@dataclass
+class LayerStats:
+    name: str
+    shape: tuple[int, ...]
+    scheme: str
+    kept: int
+    total: int
+    kind: str
+    patterns: int
+    kernels_kept: int
+    kernels_total: int
+
+
+@dataclass
+class PruneResult:
+    recipe: str
+    baseline_acc: float
+    pruned_acc: float
+    layers: list[LayerStats]
+    library: list[list[int]] | None
+    epochs: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    model_path: str = ""
+
+    @property
+    def conv_compression(self) -> float:
+        total = sum(layer.total for layer in self.layers)
+        kept = sum(layer.kept for layer in self.layers)
+        return total / max(kept, 1)
+
+
+def layer_stats(model: nn.Module, schemes: dict[str, str]) -> list[LayerStats]:
+    """Per-conv statistics read back from the weights (what the compiler will see)."""
+    out = []
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            lay = analyse_conv(m.weight)
+            out.append(LayerStats(
+                name, tuple(m.weight.shape), schemes.get(name, "dense"), int((m.weight != 0).sum()),
+                m.weight.numel(), lay.kind, len(lay.library) if lay.library is not None else 0,
+                lay.kernels_kept, lay.kernels_total,
+            ))
+    return out
+
+
+def baseline_model(recipe: Recipe, train, test, progress: bool = True) -> tuple[nn.Module, dict]:
+    """Load the recipe's baseline checkpoint, or train the baseline and save it there."""
+    ckpt = Path(recipe.baseline.checkpoint) if recipe.baseline.checkpoint else None
+    if ckpt is not None and ckpt.exists():
+        model, meta = load_model(ckpt)
+        if meta["model"] != recipe.model.name or meta.get("args", {}) != recipe.model.args:
+            raise ConfigError(f"baseline {ckpt} holds {meta['model']} {meta.get('args')}, not the recipe's model; "
+                              "delete it or point baseline.checkpoint elsewhere")
+        return model, meta
+    torch.manual_seed(recipe.seed)
+    model = create_model(recipe.model.name, in_channels=train.shape[0], num_classes=train.num_classes,
+                         **recipe.model.args)
+    out = Path(recipe.output)
+    history = Trainer(model, train, test, recipe.baseline.train, checkpoint_dir=out, name="baseline",
+                      progress=progress)
+    history.resume()
+    h = history.fit()
+    meta = {"epochs": len(h.epochs), "seconds": h.seconds, "history": h.epochs}
+    if ckpt is not None:
+        save_model(model, ckpt, recipe.model.name, recipe.model.args, meta)
+    return model, {"model": recipe.model.name, "args": recipe.model.args, **meta}
+
+
+def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
+    """Run a whole recipe; see the module docstring."""
+    train, test = load_dataset(recipe.data.name, recipe.data.root)
+    out = Path(recipe.output)
+    t0 = time.perf_counter()
+    model, base_meta = baseline_model(recipe, train, test, progress)
+    base_acc = evaluate(model, test)
+    log(f"baseline {recipe.model.name}: {base_acc:.2f}% test accuracy")
+    p = recipe.pruning
+    sparsifier = Sparsifier(p.targets, p.defaults)
+    targets = sparsifier.select(model)
+    epochs = {"baseline": int(base_meta.get("epochs", 0))}
+    seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
+    if p.algorithm == "admm" and p.admm.train.epochs > 0:
+        t1 = time.perf_counter()
+        steps = math.ceil(len(train) / p.admm.train.batch_size)
+        admm = ADMM(targets, p.admm, steps)
+        tr = Trainer(model, train, test, p.admm.train, hooks=[admm], checkpoint_dir=out, name="admm",
+                     progress=progress)
+        tr.resume()
+        tr.fit()
+        epochs["admm"], seconds["admm"] = p.admm.train.epochs, time.perf_counter() - t1
+        if admm.history:
+            log(f"ADMM: residual |W-Z|/|W| = {admm.history[-1]['residual']:.4f}, rho = {admm.rho:.3g}")
+    sparsifier.prepare(model)
+    sparsifier.step()
+    log(f"hard-pruned: {evaluate(model, test):.2f}% before retraining")
+    t2 = time.perf_counter()
+    tr = Trainer(model, train, test, p.retrain, checkpoint_dir=out, name="retrain", progress=progress)
+    tr.resume()  # masks are buffers in the state dict, so a resumed retrain keeps the same masks
+    tr.fit()
+    epochs["retrain"], seconds["retrain"] = p.retrain.epochs, time.perf_counter() - t2
+    model = sparsifier.squash_mask()
+    acc = evaluate(model, test)
+    schemes = {t.name: t.scheme.name for t in targets}
+    libs = {t.scheme.library.to_json() for t in targets if getattr(t.scheme, "library", None) is not None}
+    import json
+
+    library = json.loads(next(iter(libs))) if len(libs) == 1 else None
+    result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds)
+    result.model_path = str(out / "model.safetensors")
+    save_model(model, result.model_path, recipe.model.name, recipe.model.args, {
+        "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
+        "normalise": {"mean": list(train.mean), "std": list(train.std)}, "schemes": schemes,
+    })
+    seconds["total"] = time.perf_counter() - t0
+    return result

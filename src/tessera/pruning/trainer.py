@@ -1,0 +1,245 @@
+"""A small, reproducible CPU trainer for the CLI and benchmarks, with hooks for pruning algorithms.
+
+Reproducible by construction: the batch order and augmentation of epoch ``e`` come from a generator seeded with
+``(seed, e)`` and the learning rate is a pure function of the global step, so resuming from the checkpoint of
+epoch ``e`` replays exactly what an uninterrupted run would have done.
+
+Hooks (any object with some of these methods; ADMM and the masked sparsifier implement them):
+``penalty(model) -> Tensor`` added to the loss, ``after_step()``, ``on_epoch_end(epoch)``,
+``state_tensors() / load_state_tensors(tensors, meta)`` to live in checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tessera.data import DatasetSplit
+from tessera.errors import ConfigError
+from tessera.io import load_tensors, save_tensors
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "onecycle"  # onecycle | cosine | constant
+    warmup_fraction: float = 0.25
+    augment: bool = True  # random crop (pad 2) + horizontal flip
+    label_smoothing: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("onecycle", "cosine", "constant"):
+            raise ConfigError(f"schedule must be onecycle, cosine or constant, got {self.schedule!r}")
+        if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+
+
+def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
+    """Learning rate at a global step: a pure function, so resumed runs follow the same curve."""
+    if cfg.schedule == "constant" or total <= 0:
+        return cfg.lr
+    t = min(step / total, 1.0)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+    w = cfg.warmup_fraction
+    if t < w:  # one-cycle: linear warm-up from lr/25, then cosine down to lr/1e4
+        return cfg.lr * (0.04 + 0.96 * t / w)
+    return cfg.lr * (1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (t - w) / (1 - w))))
+
+
+def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (zero fill) and horizontal flip, per sample."""
+    b, c, h, w = x.shape
+    xp = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g)
+    rows = (torch.arange(h)[None, :] + dy[:, None])[:, None, :, None].expand(b, c, h, w + 2 * pad)
+    cols = (torch.arange(w)[None, :] + dx[:, None])[:, None, None, :].expand(b, c, h, w)
+    out = xp.gather(2, rows).gather(3, cols)
+    flip = torch.rand(b, generator=g) < 0.5
+    out[flip] = out[flip].flip(3)
+    return out
+
+
+def normalise(x: torch.Tensor, split: DatasetSplit) -> torch.Tensor:
+    mean = torch.tensor(split.mean).view(1, -1, 1, 1)
+    std = torch.tensor(split.std).view(1, -1, 1, 1)
+    return (x - mean) / std
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 500) -> float:
+    """Top-1 accuracy in percent."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for i in range(0, len(split), batch_size):
+        x = normalise(split.images[i : i + batch_size], split)
+        correct += int((model(x).argmax(1) == split.labels[i : i + batch_size]).sum())
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(split))
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        return sum(e["seconds"] for e in self.epochs)
+
+
+class Trainer:
+    """SGD + one-cycle on in-memory tensors, rich progress, per-epoch checkpoints, exact resume."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        train: DatasetSplit,
+        test: DatasetSplit | None,
+        config: TrainConfig,
+        hooks: Sequence[object] = (),
+        checkpoint_dir: str | Path | None = None,
+        name: str = "train",
+        progress: bool = True,
+    ):
+        self.model, self.train, self.test, self.cfg = model, train, test, config
+        self.hooks = list(hooks)
+        self.ckpt = Path(checkpoint_dir) / f"{name}.safetensors" if checkpoint_dir else None
+        self.name, self.progress = name, progress
+        self.opt = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
+            weight_decay=config.weight_decay,
+        )
+        self.history = History()
+        self.start_epoch = 0
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def _save(self, epoch: int) -> None:
+        if self.ckpt is None:
+            return
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        for i, p in enumerate(self.model.parameters()):
+            buf = self.opt.state.get(p, {}).get("momentum_buffer")
+            if buf is not None:
+                tensors[f"optim.{i}"] = buf
+        meta = {"epoch": epoch, "history": self.history.epochs, "config": asdict(self.cfg), "hooks": []}
+        for j, h in enumerate(self.hooks):
+            if hasattr(h, "state_tensors"):
+                ht, hm = h.state_tensors()
+                tensors.update({f"hook{j}.{k}": v for k, v in ht.items()})
+                meta["hooks"].append(hm)
+            else:
+                meta["hooks"].append({})
+        save_tensors(self.ckpt, tensors, meta)
+
+    def resume(self) -> bool:
+        """Load the last checkpoint if there is one; returns whether training resumes from it."""
+        if self.ckpt is None or not self.ckpt.exists():
+            return False
+        tensors, meta = load_tensors(self.ckpt)
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for i, p in enumerate(self.model.parameters()):
+            if f"optim.{i}" in tensors:
+                self.opt.state[p]["momentum_buffer"] = tensors[f"optim.{i}"].clone()
+        for j, h in enumerate(self.hooks):
+            if hasattr(h, "load_state_tensors"):
+                prefix = f"hook{j}."
+                h.load_state_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                     meta["hooks"][j])
+        self.history.epochs = meta["history"]
+        self.start_epoch = int(meta["epoch"]) + 1
+        return True
+
+    # -- training ----------------------------------------------------------------------------------------------
+    def fit(self) -> History:
+        cfg = self.cfg
+        n = len(self.train)
+        steps_per_epoch = math.ceil(n / cfg.batch_size)
+        total = steps_per_epoch * cfg.epochs
+        bar = _Progress(self.progress, f"{self.name}", total, self.start_epoch * steps_per_epoch)
+        with bar:
+            for epoch in range(self.start_epoch, cfg.epochs):
+                t0 = time.perf_counter()
+                g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+                order = torch.randperm(n, generator=g)
+                self.model.train()
+                loss_sum, seen = 0.0, 0
+                for s in range(steps_per_epoch):
+                    idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                    x = self.train.images[idx]
+                    if cfg.augment:
+                        x = augment_batch(x, g)
+                    x = normalise(x, self.train)
+                    step = epoch * steps_per_epoch + s
+                    for group in self.opt.param_groups:
+                        group["lr"] = lr_at(cfg, step, total)
+                    loss = F.cross_entropy(self.model(x), self.train.labels[idx], label_smoothing=cfg.label_smoothing)
+                    total_loss = loss
+                    for h in self.hooks:
+                        if hasattr(h, "penalty"):
+                            total_loss = total_loss + h.penalty(self.model)
+                    self.opt.zero_grad(set_to_none=True)
+                    total_loss.backward()
+                    self.opt.step()
+                    for h in self.hooks:
+                        if hasattr(h, "after_step"):
+                            h.after_step()
+                    loss_sum += loss.item() * len(idx)
+                    seen += len(idx)
+                    bar.advance(f"{self.name} epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f}")
+                for h in self.hooks:
+                    if hasattr(h, "on_epoch_end"):
+                        h.on_epoch_end(epoch)
+                record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "seconds": time.perf_counter() - t0}
+                if self.test is not None:
+                    record["test_acc"] = evaluate(self.model, self.test)
+                self.history.epochs.append(record)
+                bar.log(f"{self.name} epoch {epoch + 1}/{cfg.epochs}: loss {record['loss']:.4f}"
+                        + (f", test {record['test_acc']:.2f}%" if "test_acc" in record else "")
+                        + f", {record['seconds']:.0f}s")
+                self._save(epoch)
+        return self.history
+
+
+class _Progress:
+    """A rich progress bar when asked for and available; silent otherwise (tests, CI logs)."""
+
+    def __init__(self, enabled: bool, name: str, total: int, done: int):
+        self.enabled = enabled
+        self.p = None
+        if enabled:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+            self.p = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                              TimeElapsedColumn(), TimeRemainingColumn())
+            self.task = self.p.add_task(name, total=max(total, 1), completed=done)
+
+    def __enter__(self):
+        if self.p:
+            self.p.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.p:
+            self.p.__exit__(*exc)
+
+    def advance(self, description: str) -> None:
+        if self.p:
+            self.p.update(self.task, advance=1, description=description)
+
+    def log(self, text: str) -> None:
+        if self.p:
+            self.p.console.log(text)

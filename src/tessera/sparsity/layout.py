@@ -1,0 +1,82 @@
+"""The format contract between pruning and compiling: what sparsity a conv weight actually has.
+
+It is read from the weights alone (zeros are zeros, whoever made them), so the compiler works on models pruned by
+any tool, and pruning reports describe exactly what the compiler will see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from tessera.sparsity.patterns import CENTRE, ENTRIES, PatternLibrary
+
+
+@dataclass(frozen=True)
+class ConvLayout:
+    """Sparsity of one conv weight (Cout, Cin, kh, kw).
+
+    kind: "dense" | "pattern" (every kernel a 4-entry pattern, none removed) | "pattern_connectivity" (patterns
+    and removed kernels) | "connectivity" (whole kernels removed, kept kernels dense) | "unstructured".
+    kernel_mask: (Cout, Cin) bool, kernels with any non-zero. library / pattern_index: for pattern kinds, the
+    distinct patterns used and each kernel's index into it (-1 for removed kernels).
+    """
+
+    kind: str
+    density: float
+    kernel_mask: torch.Tensor
+    library: PatternLibrary | None = None
+    pattern_index: torch.Tensor | None = None
+
+    @property
+    def kernels_kept(self) -> int:
+        return int(self.kernel_mask.sum())
+
+    @property
+    def kernels_total(self) -> int:
+        return int(self.kernel_mask.numel())
+
+
+def analyse_conv(w: torch.Tensor) -> ConvLayout:
+    """Classify a conv weight's sparsity from its non-zeros.
+
+    >>> w = torch.zeros(2, 2, 3, 3); w[:, :, 1, 1] = 1; w[:, :, 0, 1] = 1; w[:, :, 1, 0] = 1; w[:, :, 1, 2] = 1
+    >>> analyse_conv(w).kind
+    'pattern'
+    """
+    nz = w.detach() != 0
+    cout, cin = w.shape[:2]
+    kernel_mask = nz.reshape(cout, cin, -1).any(-1)
+    density = float(nz.float().mean()) if nz.numel() else 1.0
+    kept_counts = nz.reshape(cout, cin, -1).sum(-1)[kernel_mask]
+    if tuple(w.shape[2:]) == (3, 3) and kept_counts.numel() > 0:
+        rows = nz.reshape(cout, cin, 9)[kernel_mask]
+        if bool((kept_counts <= ENTRIES).all()):
+            # pad kernels with fewer non-zeros (a zero weight inside a pattern) up to a 4-entry pattern: the
+            # centre first, then the lowest free positions, so the pattern covers every non-zero.
+            rows = _complete_patterns(rows)
+            uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            index = torch.full((cout, cin), -1, dtype=torch.long)
+            index[kernel_mask] = inverse
+            kind = "pattern" if bool(kernel_mask.all()) else "pattern_connectivity"
+            return ConvLayout(kind, density, kernel_mask, PatternLibrary(uniq), index)
+    if bool(kernel_mask.all()):
+        kind = "dense" if density > 0.999 else "unstructured"
+    else:
+        kept_full = bool((kept_counts == w.shape[2] * w.shape[3]).all())
+        kind = "connectivity" if kept_full else "unstructured"
+    return ConvLayout(kind, density, kernel_mask)
+
+
+def _complete_patterns(rows: torch.Tensor) -> torch.Tensor:
+    rows = rows.clone()
+    short = rows.sum(1) < ENTRIES
+    for i in torch.nonzero(short).flatten().tolist():
+        r = rows[i]
+        order = [CENTRE] + [j for j in range(9) if j != CENTRE]
+        for j in order:
+            if int(r.sum()) >= ENTRIES:
+                break
+            r[j] = True
+    return rows

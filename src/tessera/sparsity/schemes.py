@@ -1,0 +1,174 @@
+"""Sparsity schemes: one callable shape for every kind of sparsity, and a registry by name.
+
+A scheme is a frozen dataclass whose ``mask(w)`` returns a bool tensor of ``w``'s shape. Because the mask is the
+Euclidean projection onto the scheme's set, ``w * scheme.mask(w)`` is also the projection ADMM needs.
+Schemes that use a pattern library get it either explicitly or, when ``library`` is None, from the pruning layer
+(which extracts it from the model's trained weights) through :meth:`with_library`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Protocol, runtime_checkable
+
+import torch
+
+from tessera.errors import ConfigError
+from tessera.sparsity.channels import filter_mask
+from tessera.sparsity.connectivity import check_keep, connectivity_mask
+from tessera.sparsity.elementwise import magnitude_mask, nm_mask
+from tessera.sparsity.patterns import PatternLibrary, _check_3x3, pattern_connectivity_mask, pattern_mask
+
+
+@runtime_checkable
+class Scheme(Protocol):
+    name: ClassVar[str]
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor: ...
+
+    def check(self, w: torch.Tensor) -> None: ...
+
+
+_SCHEMES: dict[str, type] = {}
+
+
+def register_scheme(cls: type) -> type:
+    """Class decorator: register a scheme under ``cls.name``; a duplicate name is an error."""
+    if cls.name in _SCHEMES:
+        raise ConfigError(f"scheme {cls.name!r} is registered twice; rename one")
+    _SCHEMES[cls.name] = cls
+    return cls
+
+
+def list_schemes() -> list[str]:
+    return sorted(_SCHEMES)
+
+
+def make_scheme(name: str, **params) -> Scheme:
+    """Build a scheme from its name and parameters, e.g. ``make_scheme("pattern_connectivity", keep=0.28)``."""
+    if name not in _SCHEMES:
+        raise ConfigError(f"unknown scheme {name!r}; choose one of {list_schemes()}")
+    cls = _SCHEMES[name]
+    allowed = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ConfigError(f"scheme {name!r} has no parameter {unknown[0]!r}; it takes {sorted(allowed)}")
+    return cls(**params)
+
+
+class _NoShapeLimit:
+    def check(self, w: torch.Tensor) -> None:
+        self.mask(w[:1])  # cheap: raises the scheme's own ShapeError on a bad shape
+
+
+@dataclass(frozen=True)
+class _LibraryScheme:
+    num_patterns: int = 8
+    library: PatternLibrary | None = None
+
+    def check(self, w: torch.Tensor) -> None:
+        _check_3x3(w)
+
+    def with_library(self, library: PatternLibrary) -> _LibraryScheme:
+        return dataclasses.replace(self, library=library)
+
+    def _library(self) -> PatternLibrary:
+        if self.library is None:
+            raise ConfigError(f"scheme {self.name!r} has no pattern library yet; prepare the model first")
+        return self.library
+
+
+@register_scheme
+@dataclass(frozen=True)
+class PatternScheme(_LibraryScheme):
+    """Every kernel keeps its best 4-entry pattern from a K-pattern library (2.25x fewer weights)."""
+
+    name: ClassVar[str] = "pattern"
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return pattern_mask(w, self._library())
+
+
+@register_scheme
+@dataclass(frozen=True)
+class PatternConnectivityScheme(_LibraryScheme):
+    """Patterns plus connectivity pruning: 4 of 9 weights in round(keep*kernels) kernels (PatDNN)."""
+
+    name: ClassVar[str] = "pattern_connectivity"
+    keep: float = 1 / 3.6
+    per_filter: bool = False
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return pattern_connectivity_mask(w, self._library(), self.keep, self.per_filter)
+
+
+@register_scheme
+@dataclass(frozen=True)
+class ConnectivityScheme(_NoShapeLimit):
+    """Whole kernels removed, the rest dense."""
+
+    name: ClassVar[str] = "connectivity"
+    keep: float = 0.5
+    per_filter: bool = False
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return connectivity_mask(w, self.keep, self.per_filter)
+
+
+@register_scheme
+@dataclass(frozen=True)
+class MagnitudeScheme(_NoShapeLimit):
+    """Unstructured magnitude pruning: the accuracy baseline."""
+
+    name: ClassVar[str] = "magnitude"
+    keep: float = 0.125
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return magnitude_mask(w, self.keep)
+
+
+@register_scheme
+@dataclass(frozen=True)
+class FilterScheme(_NoShapeLimit):
+    """Filter (output channel) pruning."""
+
+    name: ClassVar[str] = "filter"
+    keep: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return filter_mask(w, self.keep)
+
+
+@register_scheme
+@dataclass(frozen=True)
+class NMScheme:
+    """N:M fine-grained structured sparsity along the input dimension."""
+
+    name: ClassVar[str] = "nm"
+    n: int = 2
+    m: int = 4
+
+    def check(self, w: torch.Tensor) -> None:
+        nm_mask(w, self.n, self.m)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return nm_mask(w, self.n, self.m)
+
+
+def needs_library(scheme: Scheme) -> bool:
+    return isinstance(scheme, _LibraryScheme)
+
+
