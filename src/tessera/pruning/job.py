@@ -72,15 +72,15 @@ def layer_stats(model: nn.Module, schemes: dict[str, str]) -> list[LayerStats]:
 def baseline_model(recipe: Recipe, train, test, progress: bool = True) -> tuple[nn.Module, dict]:
     """Load the recipe's baseline checkpoint, or train the baseline and save it there."""
     ckpt = Path(recipe.baseline.checkpoint) if recipe.baseline.checkpoint else None
+    args = {"in_channels": train.shape[0], "num_classes": train.num_classes, **recipe.model.args}
     if ckpt is not None and ckpt.exists():
         model, meta = load_model(ckpt)
-        if meta["model"] != recipe.model.name or meta.get("args", {}) != recipe.model.args:
+        if meta["model"] != recipe.model.name or meta.get("args", {}) != args:
             raise ConfigError(f"baseline {ckpt} holds {meta['model']} {meta.get('args')}, not the recipe's model; "
                               "delete it or point baseline.checkpoint elsewhere")
         return model, meta
     torch.manual_seed(recipe.seed)
-    model = create_model(recipe.model.name, in_channels=train.shape[0], num_classes=train.num_classes,
-                         **recipe.model.args)
+    model = create_model(recipe.model.name, **args)
     out = Path(recipe.output)
     history = Trainer(model, train, test, recipe.baseline.train, checkpoint_dir=out, name="baseline",
                       progress=progress)
@@ -88,8 +88,8 @@ def baseline_model(recipe: Recipe, train, test, progress: bool = True) -> tuple[
     h = history.fit()
     meta = {"epochs": len(h.epochs), "seconds": h.seconds, "history": h.epochs}
     if ckpt is not None:
-        save_model(model, ckpt, recipe.model.name, recipe.model.args, meta)
-    return model, {"model": recipe.model.name, "args": recipe.model.args, **meta}
+        save_model(model, ckpt, recipe.model.name, args, meta)
+    return model, {"model": recipe.model.name, "args": args, **meta}
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
@@ -133,7 +133,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     library = json.loads(next(iter(libs))) if len(libs) == 1 else None
     result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds)
     result.model_path = str(out / "model.safetensors")
-    save_model(model, result.model_path, recipe.model.name, recipe.model.args, {
+    save_model(model, result.model_path, base_meta["model"], base_meta["args"], {
         "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
         "normalise": {"mean": list(train.mean), "std": list(train.std)}, "schemes": schemes,
     })

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from tessera.data import digits
+from tessera.errors import ConfigError, ShapeError
+from tessera.models import create_model
+from tessera.pruning.admm import ADMM, ADMMConfig
+from tessera.pruning.sparsifier import Sparsifier
+from tessera.pruning.targets import select_targets
+from tessera.pruning.trainer import TrainConfig, Trainer
+from tessera.sparsity import kernel_patterns
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return create_model("vgg_tiny", width=8)
+
+
+def test_targets_last_entry_wins_and_skip():
+    m = create_model("resnet20", width=4)
+    ts = select_targets(m, [
+        {"op": "Conv2d", "kernel": 3},
+        {"name": r"layers\.0\..*", "scheme": "magnitude", "keep": 0.5},
+        {"name": "stem.0", "skip": True},
+    ], {"scheme": "pattern_connectivity", "keep": 0.3})
+    names = {t.name: t.scheme.name for t in ts}
+    assert "stem.0" not in names
+    assert names["layers.0.conv1"] == "magnitude" and names["layers.1.conv1"] == "pattern_connectivity"
+    assert not any("shortcut" in n for n in names), "1x1 shortcuts are not 3x3"
+
+
+@pytest.mark.parametrize("entry, error, match", [
+    ({"name": "nothing.*"}, ConfigError, "matches no layer"),
+    ({"name": "(unclosed"}, ConfigError, "not a valid regex"),
+    ({"op": "Conv3d"}, ConfigError, "unknown op type"),
+    ({"op": "Conv2d", "keep": 1.5}, ConfigError, r"\(0, 1\]"),
+    ({"op": "Conv2d", "ratio": 0.5}, ConfigError, "no parameter 'ratio'"),
+    ({"op": "Linear", "scheme": "pattern"}, ShapeError, "4-D|3x3"),
+])
+def test_target_errors(entry, error, match):
+    with pytest.raises(error, match=match):
+        select_targets(tiny(), [entry], {"scheme": "pattern_connectivity"})
+
+
+def test_pattern_on_1x1_names_the_layer():
+    m = create_model("resnet20", width=4)
+    with pytest.raises(ShapeError, match="layers.3.shortcut.0.*3x3"):
+        select_targets(m, [{"op": "Conv2d"}], {"scheme": "pattern"})
+
+
+def test_sparsifier_lifecycle_keeps_zeros_through_training():
+    m = tiny()
+    s = Sparsifier([{"op": "Conv2d", "kernel": 3}], {"scheme": "pattern_connectivity", "num_patterns": 4,
+                                                        "keep": 0.5})
+    s.prepare(m)
+    s.step()
+    masks = s.masks()
+    assert any("parametrizations" in k and k.endswith("mask") for k in m.state_dict())
+    train, _ = digits()
+    Trainer(m, train, None, TrainConfig(epochs=1, batch_size=64), progress=False).fit()
+    model = s.squash_mask()
+    for name, mod in model.named_modules():
+        if name in masks:
+            assert bool((mod.weight[~masks[name]] == 0).all())
+            kp = kernel_patterns(masks[name])
+            kept = kp.any(-1)
+            assert bool((kp[kept].sum(-1) == 4).all()) and bool(kp[kept][:, 4].all())
+            assert int(kept.sum()) == round(0.5 * kept.numel())
+            lib = {tuple(p.tolist()) for p in s.targets[0].scheme.library.patterns}
+            assert all(tuple(r.tolist()) in lib for r in kp[kept])
+
+
+class ConstraintChecker:
+    """A hook that checks ADMM's Z after every update, i.e. at every step where Z changes."""
+
+    def __init__(self, admm):
+        self.admm, self.checks = admm, 0
+
+    def after_step(self):
+        for t, z in zip(self.admm.targets, self.admm.Z, strict=True):
+            kp = (z != 0).reshape(z.shape[0], z.shape[1], 9)
+            kept = kp.any(-1)
+            assert bool((kp[kept].sum(-1) <= 4).all())
+            assert int(kept.sum()) <= round(t.scheme.keep * kept.numel())
+            assert torch.equal(z != 0, (z != 0) & t.scheme.mask(z))
+            self.checks += 1
+
+
+def admm_run(ckpt_dir, epochs=2, interrupt_at=None, seed=0):
+    m = tiny(seed)
+    train, _ = digits()
+    s = Sparsifier([{"op": "Conv2d", "kernel": 3}], {"scheme": "pattern_connectivity", "num_patterns": 4,
+                                                        "keep": 0.4})
+    targets = s.select(m)
+    cfg = TrainConfig(epochs=epochs, batch_size=64, lr=0.02, schedule="cosine")
+    admm = ADMM(targets, ADMMConfig(rho=0.01, updates_per_epoch=3), math.ceil(len(train) / 64))
+    hooks = [admm, ConstraintChecker(admm)]
+    if interrupt_at is not None:
+        class Stop:
+            n = 0
+
+            def after_step(self):
+                Stop.n += 1
+                if Stop.n == interrupt_at:
+                    raise KeyboardInterrupt
+        hooks.append(Stop())
+    tr = Trainer(m, train, None, cfg, hooks=hooks, checkpoint_dir=ckpt_dir, name="admm", progress=False)
+    tr.resume()
+    tr.fit()
+    s.prepare(m)
+    s.step()
+    return s.masks(), admm, hooks[1]
+
+
+def test_admm_constraints_hold_and_resume_gives_same_masks(tmp_path):
+    masks_a, admm_a, checker = admm_run(tmp_path / "a")
+    assert checker.checks > 0 and len(admm_a.history) >= 4
+    with pytest.raises(KeyboardInterrupt):
+        admm_run(tmp_path / "b", interrupt_at=30)  # epoch 1 of 2 was checkpointed (22 steps an epoch)
+    masks_b, admm_b, _ = admm_run(tmp_path / "b")
+    assert admm_b.rho == pytest.approx(admm_a.rho)
+    for k in masks_a:
+        assert torch.equal(masks_a[k], masks_b[k])
