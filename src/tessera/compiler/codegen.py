@@ -1,0 +1,196 @@
+"""C code generation for sparse conv layers: codegen as data, one ``render() -> str``.
+
+The kernel (DESIGN.md, "what made it fast"):
+- the input is copied once per call into a zero-padded, *phase-split* flat layout: for stride s the padded image
+  is split into s*s phase planes (row parity x column parity), so every tap (dy, dx) of every output position is
+  one constant 1-D offset from the position's index in a "wide" output row of width WPH. Stride 1 is one phase.
+- output positions are processed in tiles of R vectors (T = R*VW floats) held in registers across all kernels of
+  a filter; for each pattern, a loop over that pattern's kernels does taps x R fused multiply-adds whose offsets
+  are compile-time constants.
+- the epilogue (bias from folded BatchNorm, residual add, ReLU) runs while copying a tile's valid columns out.
+- OpenMP over (tile, filter) with tiles outermost, so a tile's input slice stays in cache across filters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tessera.compiler.formats import PackedConv
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Everything about a conv call that is fixed at compile time except the batch size."""
+
+    cin: int
+    cout: int
+    h: int
+    w: int
+    kh: int
+    kw: int
+    stride: int
+    pad_h: int
+    pad_w: int
+
+    @property
+    def ho(self) -> int:
+        return (self.h + 2 * self.pad_h - self.kh) // self.stride + 1
+
+    @property
+    def wo(self) -> int:
+        return (self.w + 2 * self.pad_w - self.kw) // self.stride + 1
+
+    @property
+    def hph(self) -> int:
+        # rows each phase plane needs: output rows plus the kernel's reach, never fewer than the padded input
+        s = self.stride
+        return max(-(-(self.h + 2 * self.pad_h) // s), self.ho + (self.kh - 1) // s)
+
+    @property
+    def wph(self) -> int:
+        s = self.stride
+        return max(-(-(self.w + 2 * self.pad_w) // s), self.wo + (self.kw - 1) // s)
+
+    @property
+    def plane(self) -> int:
+        return self.stride * self.stride * self.hph * self.wph
+
+    @property
+    def wide(self) -> int:
+        return self.ho * self.wph
+
+    def tap_offset(self, tap: int) -> int:
+        dy, dx = divmod(tap, self.kw)
+        s = self.stride
+        phase = (dy % s) * s + dx % s
+        return phase * self.hph * self.wph + (dy // s) * self.wph + dx // s
+
+
+@dataclass(frozen=True)
+class KernelParams:
+    """Tunable parameters: accumulator vectors per tile (R) and vector width in floats (VW)."""
+
+    r: int = 6
+    vw: int = 8
+
+
+class ConvRenderer:
+    """Renders one sparse conv layer to a C translation unit exporting ``prep_size`` and ``run``."""
+
+    header = """#include <stdint.h>
+#include <string.h>
+#include <omp.h>
+typedef float vf __attribute__((vector_size({vbytes}), aligned(4), may_alias));
+static inline vf ld(const float *p) {{ return *(const vf *)p; }}
+"""
+
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool):
+        self.p, self.g, self.k, self.relu, self.residual = packed, geom, params, relu, residual
+
+    @property
+    def tile(self) -> int:
+        return self.k.r * self.k.vw
+
+    @property
+    def ntiles(self) -> int:
+        return -(-self.g.wide // self.tile)
+
+    @property
+    def scratch_floats(self) -> int:
+        """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
+        max_off = max(self.g.tap_offset(t) for pat in self.p.patterns for t in pat)
+        return self.g.cin * self.g.plane + self.ntiles * self.tile - self.g.wide + max_off + self.tile
+
+    def _prep(self) -> str:
+        g = self.g
+        s = g.stride
+        return f"""
+static void prep(const float *restrict x, float *restrict xp, int nthreads) {{
+    /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change */
+    #pragma omp for schedule(static)
+    for (int c = 0; c < {g.cin}; c++) {{
+        const float *src = x + (long)c * {g.h * g.w};
+        float *dst = xp + (long)c * {g.plane};
+        for (int iy = 0; iy < {g.h}; iy++) {{
+            int r = iy + {g.pad_h};
+            float *row = dst + ((r % {s}) * {s}) * {g.hph * g.wph} + (r / {s}) * {g.wph};
+            const float *srow = src + iy * {g.w};
+            for (int ix = 0; ix < {g.w}; ix++) {{
+                int cc = ix + {g.pad_w};
+                row[(cc % {s}) * {g.hph * g.wph} + cc / {s}] = srow[ix];
+            }}
+        }}
+    }}
+}}
+"""
+
+    def _pattern_loop(self, q: int, taps: tuple[int, ...]) -> str:
+        r, vw = self.k.r, self.k.vw
+        lines = [f"        for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{",
+                 f"            const float *s = xt + (long)cidx[k] * {self.g.plane};",
+                 f"            const float *wk = wt + (long)k * {self.p.tmax};"]
+        for i, tap in enumerate(taps):
+            off = self.g.tap_offset(tap)
+            lines.append(f"            {{ const float w = wk[{i}];")
+            for j in range(r):
+                lines.append(f"              a{j} += w * ld(s + {off + j * vw});")
+            lines.append("            }")
+        lines.append("        }")
+        return "\n".join(lines)
+
+    def _epilogue(self) -> str:
+        g, T = self.g, self.tile
+        act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
+        res = "v += rb[o];" if self.residual else ""
+        return f"""
+        float tmp[{T}] __attribute__((aligned(64)));
+        {" ".join(f"memcpy(tmp + {j * self.k.vw}, &a{j}, sizeof(vf));" for j in range(self.k.r))}
+        const float bf = bias[f];
+        float *yf = yb + (long)perm[f] * {g.ho * g.wo};
+        const float *rb = {"res + (long)perm[f] * " + str(g.ho * g.wo) if self.residual else "0"};
+        int j0 = t * {T}, j1 = j0 + {T} < {g.wide} ? j0 + {T} : {g.wide};
+        for (int j = j0; j < j1; ) {{
+            int yo = j / {g.wph}, xo = j - yo * {g.wph};
+            int run = {g.wph} - xo; if (run > j1 - j) run = j1 - j;
+            int valid = xo < {g.wo} ? ({g.wo} - xo < run ? {g.wo} - xo : run) : 0;
+            for (int u = 0; u < valid; u++) {{
+                int o = yo * {g.wo} + xo + u;
+                float v = tmp[j - j0 + u] + bf; {res} {act}
+                yf[o] = v;
+            }}
+            j += run;
+        }}"""
+
+    def render(self, name: str = "run") -> str:
+        g, p, k = self.g, self.p, self.k
+        P = len(p.patterns)
+        loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
+        accs = " ".join(f"vf a{j} = {{0}};" for j in range(k.r))
+        res_arg = "const float *restrict res0, " if self.residual else ""
+        res_line = f"const float *res = res0 + (long)b * {g.cout * g.ho * g.wo};" if self.residual else ""
+        return self.header.format(vbytes=k.vw * 4) + self._prep() + f"""
+long scratch_size(void) {{ return {self.scratch_floats}; }}
+
+void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const float *restrict wt,
+         const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm,
+         const float *restrict bias, float *restrict xp, int nthreads) {{
+    for (int b = 0; b < n; b++) {{
+        const float *xb = x + (long)b * {g.cin * g.h * g.w};
+        float *yb = y + (long)b * {g.cout * g.ho * g.wo};
+        {res_line}
+        #pragma omp parallel num_threads(nthreads)
+        {{
+        prep(xb, xp, nthreads);
+        #pragma omp for schedule(static, 1)
+        for (int q = 0; q < {self.ntiles * g.cout}; q++) {{
+        const int t = q / {g.cout}, f = q - t * {g.cout};
+        const int32_t *gp = gptr + (long)f * {P};
+        const float *xt = xp + (long)t * {self.tile};
+        {accs}
+{loops}
+{self._epilogue()}
+        }}
+        }}
+    }}
+}}
+"""

@@ -1,0 +1,58 @@
+"""A built sparse conv kernel: the generated library plus its packed arrays, callable on torch tensors."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+
+from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams
+from tessera.compiler.formats import PackedConv
+from tessera.compiler.toolchain import compile_cached, load_library
+
+_P = ctypes.c_void_p
+
+
+def _ptr(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
+class ConvKernel:
+    """Runs one packed conv layer through its generated C function. Inputs: contiguous fp32 NCHW."""
+
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool):
+        self.packed, self.geom, self.params, self.relu, self.residual = packed, geom, params, relu, residual
+        self.source = ConvRenderer(packed, geom, params, relu, residual).render()
+        self.path = compile_cached(self.source)
+        lib = load_library(str(self.path))
+        self.fn = lib.run
+        self.fn.restype = None
+        self.fn.argtypes = [ctypes.c_int, _P, _P] + ([_P] if residual else []) + [_P] * 6 + [ctypes.c_int]
+        lib.scratch_size.restype = ctypes.c_long
+        self.scratch_floats = int(lib.scratch_size())
+        self.weights = torch.from_numpy(packed.weights).contiguous()
+        self.group_ptr = torch.from_numpy(packed.group_ptr).contiguous()
+        self.cin_index = torch.from_numpy(packed.cin_index).contiguous()
+        self.reorder = torch.from_numpy(packed.reorder).contiguous()
+        self.bias = torch.from_numpy(packed.bias).contiguous()
+        self._scratch = threading.local()
+
+    def _xp(self) -> torch.Tensor:
+        buf = getattr(self._scratch, "buf", None)
+        if buf is None:  # zero once: the padding borders are never written
+            buf = self._scratch.buf = torch.zeros(self.scratch_floats)
+        return buf
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
+        g = self.geom
+        x = x.contiguous()
+        n = x.shape[0]
+        y = torch.empty(n, g.cout, g.ho, g.wo)
+        args = [n, _ptr(x), _ptr(y)]
+        if self.residual:
+            args.append(_ptr(residual.contiguous()))
+        args += [_ptr(self.weights), _ptr(self.group_ptr), _ptr(self.cin_index), _ptr(self.reorder),
+                 _ptr(self.bias), _ptr(self._xp()), int(threads)]
+        self.fn(*args)
+        return y

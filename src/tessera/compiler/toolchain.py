@@ -1,0 +1,127 @@
+"""Find the C compiler, build generated C into a shared object cached by hash, load it with ctypes.
+
+Only ``compile`` varies; ``compile_cached`` keys the product by sha256 of (source, full command line, compiler
+version, format version), writes through a temporary file and a rename under a per-key lock, so concurrent
+processes never load a half-written library. A missing compiler is not a crash: ``find_compiler`` returns None
+and callers fall back to torch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tessera.errors import CompileError
+
+FORMAT_VERSION = "1"
+FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC",
+         "-std=gnu11")
+
+
+def cache_dir() -> Path:
+    """Per-user cache: $TESSERA_CACHE, else $XDG_CACHE_HOME/tessera, else ~/.cache/tessera."""
+    root = os.environ.get("TESSERA_CACHE")
+    if root:
+        base = Path(root)
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tessera"
+    return base / f"kernels-v{FORMAT_VERSION}"
+
+
+@functools.lru_cache(maxsize=None)
+def find_compiler() -> str | None:
+    """Path of the C compiler ($CC, cc, gcc, clang) that can build OpenMP code, or None."""
+    for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def compiler_version(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.splitlines()[0] if out else "unknown"
+
+
+def cache_key(source: str, cc: str) -> str:
+    h = hashlib.sha256()
+    for part in (FORMAT_VERSION, cc, compiler_version(cc), " ".join(FLAGS), source):
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def compile_source(source: str, out: Path, cc: str) -> None:
+    """Run the compiler: C source -> shared object at ``out``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "kernel.c"
+        src.write_text(source)
+        cmd = [cc, *FLAGS, str(src), "-o", str(out), "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise CompileError(f"{Path(cc).name} failed on generated code: {proc.stderr.strip().splitlines()[-1:]}; "
+                               "report this with the source from tessera.compiler.codegen")
+
+
+def compile_cached(source: str) -> Path:
+    """Shared object for ``source``, built once per (source, compiler, flags) and reused from the cache."""
+    cc = find_compiler()
+    if cc is None:
+        raise CompileError("no C compiler found; install gcc (apt-get install gcc) or set CC")
+    key = cache_key(source, cc)
+    d = cache_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    so = d / f"{key}.so"
+    if so.exists():
+        return so
+    with open(d / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if so.exists():  # built by another process while we waited
+                return so
+            fd, tmp = tempfile.mkstemp(dir=d, suffix=".so.tmp")
+            os.close(fd)
+            try:
+                compile_source(source, Path(tmp), cc)
+                (d / f"{key}.c").write_text(source)
+                os.replace(tmp, so)
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return so
+
+
+_SPIN_SET = False
+
+
+def _keep_workers_spinning() -> None:
+    """OpenMP workers that sleep between layers cost milliseconds to wake on a VM: let them spin a while.
+
+    libgomp reads this once, when the first kernel library loads; a user's own setting wins.
+    """
+    global _SPIN_SET
+    if not _SPIN_SET:
+        os.environ.setdefault("GOMP_SPINCOUNT", "20000000")
+        _SPIN_SET = True
+
+
+@functools.lru_cache(maxsize=None)
+def load_library(path: str) -> ctypes.CDLL:
+    """Load a built kernel library; an OSError becomes a message saying what to do."""
+    _keep_workers_spinning()
+    try:
+        return ctypes.CDLL(path)
+    except OSError as exc:
+        raise CompileError(f"cannot load kernel library {path} ({exc}); delete {cache_dir()} to rebuild") from None
