@@ -75,7 +75,7 @@ class KernelParams:
 
 
 class ConvRenderer:
-    """Renders one sparse conv layer to a C translation unit exporting ``prep_size`` and ``run``."""
+    """Renders one sparse conv layer with one parameter set; :func:`render_layer` joins several candidates."""
 
     header = """#include <stdint.h>
 #include <string.h>
@@ -162,15 +162,17 @@ static void prep(const float *restrict x, float *restrict xp, int nthreads) {{
         }}"""
 
     def render(self, name: str = "run") -> str:
+        return self.header.format(vbytes=self.k.vw * 4) + self._prep() + self.render_function(name) + \
+            f"long scratch_size(void) {{ return {self.scratch_floats}; }}\n"
+
+    def render_function(self, name: str) -> str:
         g, p, k = self.g, self.p, self.k
         P = len(p.patterns)
         loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
         accs = " ".join(f"vf a{j} = {{0}};" for j in range(k.r))
         res_arg = "const float *restrict res0, " if self.residual else ""
         res_line = f"const float *res = res0 + (long)b * {g.cout * g.ho * g.wo};" if self.residual else ""
-        return self.header.format(vbytes=k.vw * 4) + self._prep() + f"""
-long scratch_size(void) {{ return {self.scratch_floats}; }}
-
+        return f"""
 void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const float *restrict wt,
          const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm,
          const float *restrict bias, float *restrict xp, int nthreads) {{
@@ -194,3 +196,28 @@ void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const fl
     }}
 }}
 """
+
+
+def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], relu: bool,
+                 residual: bool) -> str:
+    """One translation unit with a function ``run_i`` per candidate, so tuning costs one compiler call."""
+    vws = {c.vw for c in candidates}
+    if len(vws) != 1:
+        raise ValueError("all candidates of a layer share one vector width")
+    rs = [ConvRenderer(packed, geom, c, relu, residual) for c in candidates]
+    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4), rs[0]._prep()]
+    parts += [r.render_function(f"run_{i}") for i, r in enumerate(rs)]
+    parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
+    return "".join(parts)
+
+
+def vector_width() -> int:
+    """Floats per SIMD vector on this CPU: 16 with AVX-512, else 8 (AVX2); gcc -march=native sees the same."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return 16 if " avx512f" in line else 8
+    except OSError:
+        pass
+    return 8

@@ -7,7 +7,7 @@ import threading
 
 import torch
 
-from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams
+from tessera.compiler.codegen import ConvGeometry, KernelParams, render_layer
 from tessera.compiler.formats import PackedConv
 from tessera.compiler.toolchain import compile_cached, load_library
 
@@ -18,17 +18,36 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-class ConvKernel:
-    """Runs one packed conv layer through its generated C function. Inputs: contiguous fp32 NCHW."""
+class LayerLibrary:
+    """The generated source of one layer (all tuning candidates) and its compiled library."""
 
-    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool):
-        self.packed, self.geom, self.params, self.relu, self.residual = packed, geom, params, relu, residual
-        self.source = ConvRenderer(packed, geom, params, relu, residual).render()
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], relu: bool,
+                 residual: bool):
+        self.packed, self.geom, self.candidates, self.relu, self.residual = packed, geom, candidates, relu, residual
+        self.source = render_layer(packed, geom, candidates, relu, residual)
+        self.path = None
+
+    def build(self) -> LayerLibrary:
         self.path = compile_cached(self.source)
-        lib = load_library(str(self.path))
-        self.fn = lib.run
+        return self
+
+    def kernel(self, index: int) -> ConvKernel:
+        if self.path is None:
+            self.build()
+        return ConvKernel(self, index)
+
+
+class ConvKernel:
+    """Runs one packed conv layer through one generated C function. Inputs: contiguous fp32 NCHW."""
+
+    def __init__(self, layer: LayerLibrary, index: int):
+        self.layer, self.index = layer, index
+        packed, self.geom, self.params = layer.packed, layer.geom, layer.candidates[index]
+        self.residual = layer.residual
+        lib = load_library(str(layer.path))
+        self.fn = getattr(lib, f"run_{index}")
         self.fn.restype = None
-        self.fn.argtypes = [ctypes.c_int, _P, _P] + ([_P] if residual else []) + [_P] * 6 + [ctypes.c_int]
+        self.fn.argtypes = [ctypes.c_int, _P, _P] + ([_P] if self.residual else []) + [_P] * 6 + [ctypes.c_int]
         lib.scratch_size.restype = ctypes.c_long
         self.scratch_floats = int(lib.scratch_size())
         self.weights = torch.from_numpy(packed.weights).contiguous()

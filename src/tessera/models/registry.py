@@ -31,9 +31,11 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if name not in _MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {list_models()}")
     try:
-        return _MODELS[name](**kwargs)
+        model = _MODELS[name](**kwargs)
     except TypeError as exc:
         raise ConfigError(f"model {name!r} does not take these arguments ({exc}); check model.args") from None
+    model.tessera_zoo = {"name": name, "args": dict(kwargs)}  # lets artifacts rebuild the model by name
+    return model
 
 
 def save_model(model: nn.Module, path, name: str, args: dict | None = None, meta: dict | None = None) -> None:

@@ -1,0 +1,146 @@
+"""The compiler driver: model -> traced, fused graph -> per-layer packing, codegen, build, tuning.
+
+Returns the rewritten GraphModule and a layerwise plan; ``tessera.runtime`` wraps them into a CompiledModel.
+"""
+
+from __future__ import annotations
+
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import torch
+from torch import fx
+
+from tessera.compiler.codegen import ConvGeometry, vector_width
+from tessera.compiler.formats import PackedConv, pack_conv
+from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
+from tessera.compiler.kernel import LayerLibrary
+from tessera.compiler.toolchain import find_compiler
+from tessera.compiler.tune import Decision, candidates, tune_layer
+from tessera.errors import CompileError
+from tessera.sparsity import analyse_conv
+
+
+@dataclass
+class LayerPlan:
+    """One row of the layerwise representation."""
+
+    name: str
+    source: str
+    weight_shape: tuple[int, ...]
+    in_shape: tuple[int, ...]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    kind: str
+    density: float
+    patterns: int
+    kernels_kept: int
+    kernels_total: int
+    fused: str
+    decision: Decision
+    bytes: dict | None = None
+
+
+def _unsupported(m: FusedConv) -> str | None:
+    if m.groups != 1:
+        return f"groups={m.groups} (sparse kernel handles groups=1)"
+    if tuple(m.dilation) != (1, 1):
+        return f"dilation={tuple(m.dilation)} (sparse kernel handles dilation 1)"
+    if m.padding_mode != "zeros" or isinstance(m.padding, str):
+        return f"padding={m.padding!r} mode={m.padding_mode} (sparse kernel handles numeric zero padding)"
+    if m.stride[0] != m.stride[1]:
+        return f"stride={tuple(m.stride)} (sparse kernel handles equal strides)"
+    if m.in_shape is None:
+        return "input shape unknown (layer not reached by the example input)"
+    return None
+
+
+def _capture_inputs(gm: fx.GraphModule, layers, example: torch.Tensor) -> dict:
+    seen: dict[str, tuple] = {}
+    hooks = [lay.module.register_forward_pre_hook(
+        lambda mod, args, name=lay.name: seen.__setitem__(name, tuple(a.detach().clone() for a in args)))
+        for lay in layers]
+    try:
+        with torch.no_grad():
+            gm(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None, tune: bool = True,
+                  force: str | None = None, decisions: dict[str, dict] | None = None,
+                  log=None) -> tuple[fx.GraphModule, list[LayerPlan]]:
+    """Trace, fuse, pack, build and tune.
+
+    ``force`` = "sparse"/"dense" skips measurement (tests, debugging); ``decisions`` (layer name -> saved
+    Decision dict, from an artifact) are reused instead of measuring again.
+    """
+    if not isinstance(example, torch.Tensor) or example.dtype != torch.float32 or example.dim() != 4:
+        raise CompileError("example_inputs must be one float32 NCHW tensor, e.g. torch.randn(1, 3, 32, 32)")
+    threads = int(threads or torch.get_num_threads())
+    gm = fuse(trace(model, example))
+    layers = conv_layers(gm)
+    have_cc = find_compiler() is not None
+    if not have_cc:
+        warnings.warn("tessera: no C compiler found (install gcc or set CC); every layer runs in torch", stacklevel=2)
+    vw = vector_width()
+    cands = candidates(vw)
+    libs: dict[str, LayerLibrary] = {}
+    plans: dict[str, LayerPlan] = {}
+    packs: dict[str, PackedConv] = {}
+    for lay in layers:
+        m = lay.module
+        m.threads = threads
+        lo = analyse_conv(m.weight)
+        why = _unsupported(m)
+        plan = LayerPlan(
+            lay.name, lay.source, tuple(m.weight.shape), tuple(m.in_shape or ()), tuple(m.stride),
+            tuple(m.padding) if not isinstance(m.padding, str) else (0, 0), lo.kind, lo.density,
+            len(lo.library) if lo.library is not None else 0, lo.kernels_kept, lo.kernels_total,
+            "+".join(n for n, v in (("conv", True), ("bn", m.folded_bn), ("add", m.residual), ("relu", m.relu))
+                     if v),
+            Decision("dense", "dense weights"),
+        )
+        plans[lay.name] = plan
+        if why:
+            plan.decision = Decision("dense", f"fallback: {why}")
+            continue
+        if lo.kind == "dense" and force != "sparse":
+            continue
+        if not have_cc:
+            plan.decision = Decision("dense", "fallback: no C compiler")
+            continue
+        packed = pack_conv(m.weight, m.bias)
+        packs[lay.name] = packed
+        plan.bytes = packed.bytes()
+        c, _, h, w = m.in_shape
+        geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
+                            m.padding[1])
+        libs[lay.name] = LayerLibrary(packed, geom, cands, m.relu, m.residual)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
+        list(pool.map(lambda lib: lib.build(), libs.values()))
+    decisions = decisions or {}
+    need = [lay for lay in layers if lay.name in libs and lay.name not in decisions]
+    inputs = _capture_inputs(gm, need, example) if need and tune and not force else {}
+    for lay in layers:
+        if lay.name not in libs:
+            continue
+        lib, m = libs[lay.name], lay.module
+        if force == "sparse" or (force is None and not tune):
+            d = Decision("sparse", "forced" if force else "untuned default", len(cands) // 2,
+                         None, None, None)
+        elif force == "dense":
+            d = Decision("dense", "forced")
+        elif lay.name in decisions:
+            d = Decision(**decisions[lay.name])
+        else:
+            args = inputs[lay.name]
+            d = tune_layer(lib, m.torch_forward, args[0], args[1] if len(args) > 1 else None, threads)
+        plans[lay.name].decision = d
+        m.kernel = lib.kernel(d.index) if d.backend == "sparse" else None
+        if log:
+            log(f"{lay.source}: {d.backend} ({d.reason})")
+    return gm, [plans[lay.name] for lay in layers]

@@ -1,0 +1,155 @@
+"""Trace a model with torch.fx, fold BatchNorm into convs, fuse ReLU and residual adds into conv epilogues.
+
+Every Conv2d becomes a :class:`FusedConv` (folded weight and bias, ``relu`` and ``residual`` flags) that runs in
+torch until the compiler attaches a native kernel to it. The result is a layerwise representation the compiler
+can report on and tune layer by layer, while everything that is not a conv keeps running in torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from tessera.errors import CompileError
+
+_RELU_FUNCS = {F.relu, torch.relu, torch.relu_}
+_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+
+
+class FusedConv(nn.Module):
+    """conv (+ folded BN) (+ residual add) (+ ReLU); runs ``kernel`` when one is attached, else torch."""
+
+    def __init__(self, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.stride, self.padding = conv.stride, conv.padding
+        self.dilation, self.groups = conv.dilation, conv.groups
+        self.padding_mode = conv.padding_mode
+        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        self.relu = False
+        self.residual = False
+        self.folded_bn = False
+        self.kernel = None  # a compiler.kernel.ConvKernel, set by the tuner
+        self.threads = 1
+        self.in_shape: tuple[int, ...] | None = None
+
+    def torch_forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        if self.padding_mode != "zeros":
+            raise CompileError("FusedConv only folds zero-padded convs")
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if res is not None:
+            y = y + res
+        return torch.relu(y) if self.relu else y
+
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        k = self.kernel
+        if k is not None and x.dtype == torch.float32 and x.device.type == "cpu" and tuple(x.shape[1:]) == \
+                tuple(self.in_shape[1:]) and not (x.requires_grad and torch.is_grad_enabled()):
+            return k(x, res, self.threads)
+        return self.torch_forward(x, res)
+
+    def extra_repr(self) -> str:
+        flags = [n for n, v in (("bn", self.folded_bn), ("add", self.residual), ("relu", self.relu)) if v]
+        return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, fused={'+'.join(flags)}"
+
+
+def _is_relu(node: fx.Node, modules: dict) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], nn.ReLU)
+    if node.op == "call_function":
+        return node.target in _RELU_FUNCS
+    return node.op == "call_method" and node.target in ("relu", "relu_")
+
+
+def _fold_bn(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    b0 = torch.zeros(w.shape[0]) if b is None else b.detach()
+    return w.detach() * scale[:, None, None, None], (b0 - bn.running_mean) * scale + bn.bias.detach()
+
+
+def _only_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
+    """Symbolically trace an eval-mode copy of ``model`` and record every node's output shape."""
+    model = copy.deepcopy(model).eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as exc:  # fx raises many types for untraceable Python
+        raise CompileError(f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); "
+                           "make forward() free of data-dependent control flow") from None
+    with torch.no_grad():
+        ShapeProp(gm).propagate(example)
+    return gm
+
+
+def fuse(gm: fx.GraphModule) -> fx.GraphModule:
+    """Replace conv[-bn][-add][-relu] chains by FusedConv modules; returns the same (mutated) GraphModule."""
+    modules = dict(gm.named_modules())
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
+            continue
+        conv = modules[node.target]
+        in_meta = node.args[0].meta.get("tensor_meta")
+        w, b = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+        tail = node
+        folded = False
+        user = _only_user(tail)
+        if user is not None and user.op == "call_module" and isinstance(modules[user.target], nn.BatchNorm2d) \
+                and modules[user.target].track_running_stats:
+            w, b = _fold_bn(w, b, modules[user.target])
+            folded, tail = True, user
+        fused = FusedConv(conv, w, b)
+        fused.folded_bn = folded
+        fused.in_shape = tuple(in_meta.shape) if in_meta is not None else None
+        residual = None
+        user = _only_user(tail)
+        if user is not None and user.op == "call_function" and user.target in _ADD_FUNCS and len(user.args) == 2 \
+                and not user.kwargs:
+            other = user.args[1] if user.args[0] is tail else user.args[0]
+            om, tm = getattr(other, "meta", {}).get("tensor_meta"), tail.meta.get("tensor_meta")
+            if isinstance(other, fx.Node) and om is not None and tm is not None and om.shape == tm.shape \
+                    and other is not tail:
+                residual, tail = other, user
+                fused.residual = True
+        user = _only_user(tail)
+        if user is not None and _is_relu(user, modules):
+            fused.relu, tail = True, user
+        name = node.target.replace(".", "_") + "_fused"
+        gm.add_submodule(name, fused)
+        with graph.inserting_after(tail):
+            new = graph.call_module(name, (node.args[0], residual) if residual is not None else (node.args[0],))
+        new.meta = dict(tail.meta)
+        new.meta["source"] = node.target
+        tail.replace_all_uses_with(new)
+    graph.eliminate_dead_code()
+    graph.lint()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of the layerwise representation."""
+
+    name: str
+    module: FusedConv
+    source: str
+
+
+def conv_layers(gm: fx.GraphModule) -> list[LayerInfo]:
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), FusedConv):
+            out.append(LayerInfo(node.target, gm.get_submodule(node.target), node.meta.get("source", node.target)))
+    return out

@@ -1,0 +1,84 @@
+"""Per-layer choice by measurement: every candidate kernel and torch's dense conv run on the layer's real input;
+the fastest wins. A layer where sparse is slower stays dense, and the decision says so. Decisions are cached by
+the layer's source hash, thread count and batch size, so a recompile does not re-measure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+
+from tessera.compiler.codegen import KernelParams
+from tessera.compiler.kernel import LayerLibrary
+from tessera.compiler.toolchain import cache_dir
+from tessera.io import atomic_write_bytes
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What runs a layer and why; times are medians in milliseconds on the example input."""
+
+    backend: str  # "sparse" | "dense"
+    reason: str
+    index: int = -1
+    params: dict | None = None
+    torch_ms: float | None = None
+    sparse_ms: float | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def median_ms(fn, repeats: int, warmup: int = 2, budget_s: float = 0.25) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    deadline = time.perf_counter() + budget_s
+    while len(times) < repeats and (len(times) < 3 or time.perf_counter() < deadline):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def _key(layer: LayerLibrary, threads: int, batch: int) -> str:
+    h = hashlib.sha256(layer.source.encode()).hexdigest()[:32]
+    return f"tune-{h}-t{threads}-b{batch}"
+
+
+def tune_layer(layer: LayerLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
+               repeats: int = 15, use_cache: bool = True) -> Decision:
+    """Time torch and each candidate on ``x`` (and ``res``); return the decision (cached on disk)."""
+    path = cache_dir() / f"{_key(layer, threads, x.shape[0])}.json"
+    if use_cache and path.exists():
+        try:
+            return Decision(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            path.unlink(missing_ok=True)
+    with torch.no_grad():
+        t_torch = median_ms(lambda: torch_fn(x, res), repeats)
+        best = (float("inf"), -1)
+        for i in range(len(layer.candidates)):
+            k = layer.kernel(i)
+            best = min(best, (median_ms(lambda k=k: k(x, res, threads), repeats), i))
+    t_sparse, idx = best
+    if t_sparse < t_torch:
+        d = Decision("sparse", f"{t_torch / t_sparse:.2f}x faster than dense", idx,
+                     asdict(layer.candidates[idx]), t_torch, t_sparse)
+    else:
+        d = Decision("dense", f"sparse kernel slower ({t_sparse:.3f} ms vs {t_torch:.3f} ms)", -1, None,
+                     t_torch, t_sparse)
+    if use_cache:
+        atomic_write_bytes(path, json.dumps(d.to_json()).encode())
+    return d
+
+
+def candidates(vw: int) -> tuple[KernelParams, ...]:
+    """Tile widths to try: accumulator vectors per tile, bounded by the register file (16 or 32 vectors)."""
+    rs = (2, 4, 6, 8, 10) if vw == 8 else (2, 4, 8, 12, 16)
+    return tuple(KernelParams(r, vw) for r in rs)

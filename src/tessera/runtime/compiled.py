@@ -1,0 +1,147 @@
+"""CompiledModel: the drop-in inference module, its report, and save/load of artifacts.
+
+An artifact is one safetensors file: the source model's weights, plus JSON metadata (tessera version, machine
+fingerprint, example input shape, thread count, per-layer decisions) and a sha256 over every tensor, so a
+truncated or altered file is refused. Kernels are not stored: they are regenerated from the weights and come from
+the compile cache when present. On another machine or tessera version the kernels are rebuilt and the layers
+re-tuned, and a warning says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tessera.compiler.codegen import vector_width
+from tessera.compiler.compile import LayerPlan, compile_graph
+from tessera.compiler.toolchain import compiler_version, find_compiler
+from tessera.errors import CheckpointError
+from tessera.io import load_tensors, save_tensors
+
+ARTIFACT_FORMAT = 1
+
+
+def machine_fingerprint() -> str:
+    cc = find_compiler()
+    return f"{platform.machine()}|vw{vector_width()}|{compiler_version(cc) if cc else 'no-cc'}"
+
+
+def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].contiguous().view(torch.uint8).numpy().tobytes() if tensors[k].numel() else b"")
+    return h.hexdigest()
+
+
+class CompiledModel(nn.Module):
+    """Inference-only (eval) version of a model whose sparse convs run generated C kernels.
+
+    Call it like the original model on fp32 NCHW batches of the compiled image size (any batch size).
+    """
+
+    def __init__(self, graph: nn.Module, plans: list[LayerPlan], source: nn.Module, example_shape, threads: int):
+        super().__init__()
+        self.graph = graph
+        self.plans = plans
+        self._source = [source]  # kept out of the module tree: only for save()
+        self.example_shape = tuple(example_shape)
+        self.threads = threads
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.graph(x)
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise RuntimeError("a CompiledModel is for inference; train the source model and compile again")
+        return super().train(False)
+
+    def report(self) -> str:
+        """Layerwise table: shape, sparsity, fused ops, storage, and what runs each layer and why."""
+        from tessera.report import markdown_table
+
+        head = ["layer", "weight", "input", "stride", "kind", "density", "patterns", "kernels", "fused",
+                "bytes fkw/dense/csr", "runs", "why"]
+        rows = []
+        for p in self.plans:
+            b = p.bytes
+            rows.append([
+                p.source, "x".join(map(str, p.weight_shape)), "x".join(map(str, p.in_shape[1:])), p.stride[0],
+                p.kind, f"{p.density:.3f}", p.patterns or "-", f"{p.kernels_kept}/{p.kernels_total}", p.fused,
+                f"{b['fkw']}/{b['dense']}/{b['csr']}" if b else "-", p.decision.backend, p.decision.reason,
+            ])
+        return markdown_table(head, rows)
+
+    def save(self, path: str | Path) -> None:
+        """Write the artifact (atomically). Zoo models reload by name; others need ``tessera.load(path, model=)``."""
+        import tessera
+
+        src = self._source[0]
+        tensors = {f"model.{k}": v for k, v in src.state_dict().items()}
+        meta = {
+            "format": ARTIFACT_FORMAT, "tessera": tessera.__version__, "machine": machine_fingerprint(),
+            "example_shape": list(self.example_shape), "threads": self.threads,
+            "zoo": getattr(src, "tessera_zoo", None),
+            "decisions": {p.name: p.decision.to_json() for p in self.plans},
+            "sha256": _checksum(tensors),
+        }
+        save_tensors(path, tensors, meta)
+
+
+def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: bool = True,
+            log=None, _decisions=None, _force=None) -> CompiledModel:
+    """Compile ``model`` for inputs shaped like ``example_inputs`` (a tensor or a 1-tuple of one).
+
+    Each conv's sparsity is read from its weights; pattern / connectivity layers get generated C kernels when
+    they measure faster than torch on this machine, every other layer keeps running in torch.
+
+    >>> import torch, tessera
+    >>> from tessera.models import create_model
+    >>> m = create_model("vgg_tiny", width=4).eval()
+    >>> cm = tessera.compile(m, torch.randn(1, 1, 8, 8), tune=False)
+    >>> torch.allclose(cm(torch.ones(2, 1, 8, 8)), m(torch.ones(2, 1, 8, 8)), atol=1e-5)
+    True
+    """
+    example = example_inputs[0] if isinstance(example_inputs, list | tuple) else example_inputs
+    was_training = model.training
+    model.eval()
+    gm, plans = compile_graph(model, example, threads, tune, force=_force, decisions=_decisions, log=log)
+    model.train(was_training)
+    return CompiledModel(gm, plans, model, example.shape, int(threads or torch.get_num_threads())).eval()
+
+
+def load(path: str | Path, model: nn.Module | None = None, threads: int | None = None) -> CompiledModel:
+    """Load an artifact written by :meth:`CompiledModel.save` and rebuild its kernels (from cache when possible)."""
+    import tessera
+
+    tensors, meta = load_tensors(path)
+    if meta.get("format") != ARTIFACT_FORMAT or "sha256" not in meta:
+        raise CheckpointError(f"{path} is not a tessera compiled-model artifact (format {meta.get('format')}); "
+                              "compile and save it again")
+    if _checksum(tensors) != meta["sha256"]:
+        raise CheckpointError(f"{path} is corrupted (checksum mismatch); save the compiled model again")
+    if model is None:
+        zoo = meta.get("zoo")
+        if not zoo:
+            raise CheckpointError(f"{path} holds a non-zoo model; pass model= an instance of its class")
+        from tessera.models import create_model
+
+        model = create_model(zoo["name"], **zoo["args"])
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not fit the given model ({str(exc).splitlines()[0]})") from None
+    same = meta.get("machine") == machine_fingerprint() and meta.get("tessera") == tessera.__version__
+    threads = threads or meta.get("threads")
+    if not same:
+        warnings.warn(f"tessera: {path} was compiled on {meta.get('machine')} with tessera {meta.get('tessera')}; "
+                      "kernels are rebuilt and layers re-tuned for this machine", stacklevel=2)
+    decisions = meta["decisions"] if same and threads == meta.get("threads") else None
+    example = torch.zeros(meta["example_shape"])
+    return compile(model, example, threads=threads, _decisions=decisions)
