@@ -108,7 +108,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         if why:
             plan.decision = Decision("dense", f"fallback: {why}")
             continue
-        if lo.kind == "dense" and force != "sparse":
+        saved_sparse = (decisions or {}).get(lay.name, {}).get("backend") == "sparse"
+        if lo.kind == "dense" and force != "sparse" and not saved_sparse:
             continue
         if not have_cc:
             plan.decision = Decision("dense", "fallback: no C compiler")

@@ -1,0 +1,188 @@
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import tessera
+import tessera.runtime
+from tessera.compiler.formats import pack_conv, unpack_conv
+from tessera.errors import CheckpointError, CompileError
+from tessera.models import create_model, list_models
+from tessera.pruning.sparsifier import Sparsifier
+from tessera.sparsity import PatternLibrary, connectivity_mask, pattern_connectivity_mask, pattern_mask
+
+LIB = PatternLibrary.default(8)
+
+
+def sparsify(w, kind, seed=0):
+    if kind == "dense":
+        return w
+    if kind == "pattern":
+        return w * pattern_mask(w, LIB)
+    if kind == "pattern_connectivity":
+        return w * pattern_connectivity_mask(w, LIB, 0.3)
+    return w * connectivity_mask(w, 0.4)
+
+
+def rel_err(a, b):
+    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-12))
+
+
+@st.composite
+def conv_cases(draw):
+    k = draw(st.sampled_from([1, 3, 3, 3, 5]))
+    kind = draw(st.sampled_from(["dense", "pattern", "pattern_connectivity", "connectivity"] if k == 3
+                                else ["dense", "connectivity"]))
+    cin = draw(st.integers(1, 512))
+    cout = draw(st.integers(1, 512))
+    stride = draw(st.sampled_from([1, 2]))
+    pad = draw(st.sampled_from([0, 1, 2]))
+    h = draw(st.integers(max(1, k - 2 * pad), 64))
+    w = draw(st.integers(max(1, k - 2 * pad), 64))
+    budget = 3_000_000  # keep each example's reference conv cheap
+    while cin * cout * h * w * k * k // (stride * stride) > budget and max(cin, cout) > 1:
+        cin, cout = max(1, cin // 2), max(1, cout // 2)
+    batch = draw(st.integers(1, 4))
+    bias = draw(st.booleans())
+    return k, kind, cin, cout, stride, pad, h, w, batch, bias, draw(st.integers(0, 2**16))
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(conv_cases(), st.booleans())
+def test_sparse_conv_matches_torch(case, relu):
+    k, kind, cin, cout, stride, pad, h, w, batch, bias, seed = case
+    g = torch.Generator().manual_seed(seed)
+    conv = nn.Conv2d(cin, cout, k, stride, pad, bias=bias)
+    with torch.no_grad():
+        conv.weight.copy_(sparsify(torch.randn(conv.weight.shape, generator=g), kind))
+        if bias:
+            conv.bias.copy_(torch.randn(cout, generator=g))
+    model = nn.Sequential(conv, nn.ReLU()) if relu else nn.Sequential(conv)
+    x = torch.randn(batch, cin, h, w, generator=g)
+    cm = tessera.runtime.compile(model, x, threads=2, _force="sparse")
+    assert cm.plans[0].decision.backend == "sparse"
+    with torch.no_grad():
+        assert rel_err(cm(x), model(x)) <= 1e-5
+
+
+@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from(["pattern", "pattern_connectivity", "connectivity"]),
+       st.integers(0, 999))
+def test_fkw_roundtrip(cout, cin, kind, seed):
+    w = sparsify(torch.randn(cout, cin, 3, 3, generator=torch.Generator().manual_seed(seed)), kind)
+    p = pack_conv(w)
+    assert torch.equal(unpack_conv(p), w)
+    assert sorted(p.reorder.tolist()) == list(range(cout))
+    b = p.bytes()
+    if kind == "pattern_connectivity" and cin * cout >= 256:  # tiny layers are dominated by offsets
+        assert b["fkw"] < b["csr"] < b["dense"]
+
+
+def pruned(name, cin):
+    torch.manual_seed(0)
+    m = create_model(name, in_channels=cin).eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.5, 2)
+    s = Sparsifier([{"op": "Conv2d", "kernel": 3}], {"scheme": "pattern_connectivity", "num_patterns": 8,
+                                                     "keep": 0.3})
+    s.prepare(m)
+    s.step()
+    return s.squash_mask()
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "resnet56"])
+def test_zoo_models_compile_and_match(name):
+    cin = 1 if name.startswith("vgg") else 3
+    m = pruned(name, cin)
+    x = torch.randn(2, cin, 32, 32)
+    cm = tessera.runtime.compile(m, x, threads=2, _force="sparse")
+    assert sum(p.decision.backend == "sparse" for p in cm.plans) >= 4
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+        assert rel_err(cm(x[:1]), m(x[:1])) <= 1e-5  # another batch size
+    assert "pattern_connectivity" in cm.report()
+
+
+def test_tuned_compile_and_fallbacks():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 3, padding=1)
+            self.b = nn.Conv2d(16, 16, 3, padding=2, dilation=2)
+            self.c = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+            self.pool = nn.AdaptiveMaxPool2d(2)  # not a conv: stays in torch
+
+        def forward(self, x):
+            return self.pool(torch.sigmoid(self.c(self.b(self.a(x)))))
+
+    m = Net().eval()
+    with torch.no_grad():
+        for conv in (m.a, m.b, m.c):
+            conv.weight.mul_(pattern_mask(conv.weight, LIB))
+    x = torch.randn(1, 3, 12, 12)
+    cm = tessera.compile(m, x, threads=1)
+    reasons = {p.source: p.decision.reason for p in cm.plans}
+    assert "dilation" in reasons["b"] and "groups" in reasons["c"]
+    assert cm.plans[0].decision.torch_ms is not None  # measured, whichever won
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+def test_no_compiler_warns_and_runs_torch(monkeypatch):
+    from tessera.compiler import compile as cmod
+
+    monkeypatch.setattr(cmod, "find_compiler", lambda: None)
+    m = pruned("vgg_tiny", 1)
+    x = torch.randn(1, 1, 8, 8)
+    with pytest.warns(UserWarning, match="no C compiler"):
+        cm = tessera.compile(m, x)
+    assert all(p.decision.backend == "dense" for p in cm.plans)
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-6
+
+
+def test_artifact_roundtrip_and_corruption(tmp_path):
+    m = pruned("resnet20", 3)
+    x = torch.randn(1, 3, 16, 16)
+    cm = tessera.runtime.compile(m, x, threads=1, _force="sparse")
+    path = tmp_path / "m.tsr"
+    cm.save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # same machine: no rebuild warning
+        cm2 = tessera.load(path)
+    assert [p.decision.backend for p in cm2.plans] == [p.decision.backend for p in cm.plans]
+    with torch.no_grad():
+        assert rel_err(cm2(x), m(x)) <= 1e-5
+    data = path.read_bytes()
+    (tmp_path / "trunc.tsr").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupted"):
+        tessera.load(tmp_path / "trunc.tsr")
+    flipped = bytearray(data)
+    flipped[-10] ^= 0xFF
+    (tmp_path / "flip.tsr").write_bytes(bytes(flipped))
+    with pytest.raises(CheckpointError, match="checksum"):
+        tessera.load(tmp_path / "flip.tsr")
+
+
+def test_artifact_from_other_machine_rebuilds(tmp_path, monkeypatch):
+    from tessera.runtime import compiled
+
+    m = pruned("vgg_tiny", 1)
+    x = torch.randn(1, 1, 8, 8)
+    cm = tessera.compile(m, x, threads=1, tune=False)
+    monkeypatch.setattr(compiled, "machine_fingerprint", lambda: "other-machine")
+    cm.save(tmp_path / "a.tsr")
+    monkeypatch.undo()
+    with pytest.warns(UserWarning, match="rebuilt and layers re-tuned"):
+        cm2 = tessera.load(tmp_path / "a.tsr")
+    with torch.no_grad():
+        assert rel_err(cm2(x), m(x)) <= 1e-5
+
+
+def test_bad_example_input():
+    with pytest.raises(CompileError, match="float32 NCHW"):
+        tessera.compile(create_model("vgg_tiny"), torch.zeros(1, 8, 8))
