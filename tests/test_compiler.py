@@ -62,7 +62,7 @@ def test_sparse_conv_matches_torch(case, relu):
             conv.bias.copy_(torch.randn(cout, generator=g))
     model = nn.Sequential(conv, nn.ReLU()) if relu else nn.Sequential(conv)
     x = torch.randn(batch, cin, h, w, generator=g)
-    cm = tessera.runtime.compile(model, x, threads=2, _force="sparse")
+    cm = tessera.runtime.compile(model, x, threads=2, network=False, _force="sparse")
     assert cm.plans[0].decision.backend == "sparse"
     with torch.no_grad():
         assert rel_err(cm(x), model(x)) <= 1e-5
@@ -94,12 +94,14 @@ def pruned(name, cin):
     return s.squash_mask()
 
 
+@pytest.mark.parametrize("network", [False, True])
 @pytest.mark.parametrize("name", [n for n in list_models() if n != "resnet56"])
-def test_zoo_models_compile_and_match(name):
+def test_zoo_models_compile_and_match(name, network):
     cin = 1 if name.startswith("vgg") else 3
     m = pruned(name, cin)
     x = torch.randn(2, cin, 32, 32)
-    cm = tessera.runtime.compile(m, x, threads=2, _force="sparse")
+    cm = tessera.runtime.compile(m, x, threads=2, network=network, _force="sparse")
+    assert (cm.network is not None) == network
     assert sum(p.decision.backend == "sparse" for p in cm.plans) >= 4
     with torch.no_grad():
         assert rel_err(cm(x), m(x)) <= 1e-5

@@ -101,11 +101,11 @@ static inline vf ld(const float *p) {{ return *(const vf *)p; }}
         max_off = max(self.g.tap_offset(t) for pat in self.p.patterns for t in pat)
         return self.g.cin * self.g.plane + self.ntiles * self.tile - self.g.wide + max_off + self.tile
 
-    def _prep(self) -> str:
+    def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
         return f"""
-static void prep(const float *restrict x, float *restrict xp, int nthreads) {{
+static void {name}(const float *restrict x, float *restrict xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change */
     #pragma omp for schedule(static)
     for (int c = 0; c < {g.cin}; c++) {{
@@ -148,6 +148,7 @@ static void prep(const float *restrict x, float *restrict xp, int nthreads) {{
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * {g.ho * g.wo};
         const float *rb = {"res + (long)perm[f] * " + str(g.ho * g.wo) if self.residual else "0"};
+        (void)rb;
         int j0 = t * {T}, j1 = j0 + {T} < {g.wide} ? j0 + {T} : {g.wide};
         for (int j = j0; j < j1; ) {{
             int yo = j / {g.wph}, xo = j - yo * {g.wph};
@@ -162,27 +163,25 @@ static void prep(const float *restrict x, float *restrict xp, int nthreads) {{
         }}"""
 
     def render(self, name: str = "run") -> str:
-        return self.header.format(vbytes=self.k.vw * 4) + self._prep() + self.render_function(name) + \
+        return self.header.format(vbytes=self.k.vw * 4) + self.render_body(f"{name}_body") + \
+            self.render_function(name, f"{name}_body") + \
             f"long scratch_size(void) {{ return {self.scratch_floats}; }}\n"
 
-    def render_function(self, name: str) -> str:
+    def signature(self, name: str) -> str:
+        res = "const float *restrict res, " if self.residual else ""
+        return (f"void {name}(const float *restrict xb, float *restrict yb, {res}const float *restrict wt, "
+                "const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm, "
+                "const float *restrict bias, float *restrict xp)")
+
+    def render_body(self, name: str) -> str:
+        """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
         g, p, k = self.g, self.p, self.k
         P = len(p.patterns)
         loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
         accs = " ".join(f"vf a{j} = {{0}};" for j in range(k.r))
-        res_arg = "const float *restrict res0, " if self.residual else ""
-        res_line = f"const float *res = res0 + (long)b * {g.cout * g.ho * g.wo};" if self.residual else ""
-        return f"""
-void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const float *restrict wt,
-         const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm,
-         const float *restrict bias, float *restrict xp, int nthreads) {{
-    for (int b = 0; b < n; b++) {{
-        const float *xb = x + (long)b * {g.cin * g.h * g.w};
-        float *yb = y + (long)b * {g.cout * g.ho * g.wo};
-        {res_line}
-        #pragma omp parallel num_threads(nthreads)
-        {{
-        prep(xb, xp, nthreads);
+        return self._prep(f"{name}_prep") + f"""
+static {self.signature(name)} {{
+        {name}_prep(xb, xp);
         #pragma omp for schedule(static, 1)
         for (int q = 0; q < {self.ntiles * g.cout}; q++) {{
         const int t = q / {g.cout}, f = q - t * {g.cout};
@@ -192,8 +191,22 @@ void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const fl
 {loops}
 {self._epilogue()}
         }}
-        }}
-    }}
+}}
+"""
+
+    def render_function(self, name: str, body: str) -> str:
+        """Exported entry point for a batch: one parallel region around the body."""
+        g = self.g
+        rb = f"res0 + (long)b * {g.cout * g.ho * g.wo}, " if self.residual else ""
+        res_arg = "const float *restrict res0, " if self.residual else ""
+        return f"""
+void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const float *restrict wt,
+         const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm,
+         const float *restrict bias, float *restrict xp, int nthreads) {{
+    #pragma omp parallel num_threads(nthreads)
+    for (int b = 0; b < n; b++)
+        {body}(x + (long)b * {g.cin * g.h * g.w}, y + (long)b * {g.cout * g.ho * g.wo}, {rb}wt, gptr, cidx,
+               perm, bias, xp);
 }}
 """
 
@@ -205,8 +218,9 @@ def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[Kerne
     if len(vws) != 1:
         raise ValueError("all candidates of a layer share one vector width")
     rs = [ConvRenderer(packed, geom, c, relu, residual) for c in candidates]
-    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4), rs[0]._prep()]
-    parts += [r.render_function(f"run_{i}") for i, r in enumerate(rs)]
+    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4)]
+    for i, r in enumerate(rs):
+        parts += [r.render_body(f"body_{i}"), r.render_function(f"run_{i}", f"body_{i}")]
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
     return "".join(parts)
 

@@ -17,7 +17,9 @@ from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import find_compiler
-from tessera.compiler.tune import Decision, candidates, tune_layer
+from tessera.compiler.network import NetworkKernel, build_network
+from tessera.compiler.tune import Decision, candidates, median_ms, tune_layer
+from tessera.compiler.codegen import KernelParams
 from tessera.errors import CompileError
 from tessera.sparsity import analyse_conv
 
@@ -72,11 +74,12 @@ def _capture_inputs(gm: fx.GraphModule, layers, example: torch.Tensor) -> dict:
 
 def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None, tune: bool = True,
                   force: str | None = None, decisions: dict[str, dict] | None = None,
-                  log=None) -> tuple[fx.GraphModule, list[LayerPlan]]:
+                  network: bool | None = None, log=None) -> Compiled:
     """Trace, fuse, pack, build and tune.
 
     ``force`` = "sparse"/"dense" skips measurement (tests, debugging); ``decisions`` (layer name -> saved
-    Decision dict, from an artifact) are reused instead of measuring again.
+    Decision dict, from an artifact) are reused instead of measuring again. ``network``: True/False forces the
+    whole-network native function on or off; None measures it against the layer-by-layer graph.
     """
     if not isinstance(example, torch.Tensor) or example.dtype != torch.float32 or example.dim() != 4:
         raise CompileError("example_inputs must be one float32 NCHW tensor, e.g. torch.randn(1, 3, 32, 32)")
@@ -144,4 +147,34 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         m.kernel = lib.kernel(d.index) if d.backend == "sparse" else None
         if log:
             log(f"{lay.source}: {d.backend} ({d.reason})")
-    return gm, [plans[lay.name] for lay in layers]
+    out = Compiled(gm, [plans[lay.name] for lay in layers], None, "layer-by-layer: no C compiler")
+    if have_cc and network is not False and force != "dense":
+        _attach_network(out, example, threads, vw, network, log)
+    return out
+
+
+@dataclass
+class Compiled:
+    graph: fx.GraphModule
+    plans: list[LayerPlan]
+    network: NetworkKernel | None
+    network_reason: str
+
+
+def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log) -> None:
+    params_for = {p.name: KernelParams(**p.decision.params) for p in out.plans
+                  if p.decision.backend == "sparse" and p.decision.params}
+    with torch.no_grad():
+        ref = out.graph(example)
+    net, reason = build_network(out.graph, params_for, vw, threads, tuple(ref.shape))
+    if net is not None and forced is None:
+        with torch.no_grad():
+            t_graph = median_ms(lambda: out.graph(example), 20)
+            t_net = median_ms(lambda: net(example), 20)
+        if t_net >= t_graph:
+            net, reason = None, f"layer-by-layer: measured faster ({t_graph:.3f} ms vs {t_net:.3f} ms native)"
+        else:
+            reason = f"whole network in one native call ({t_net:.3f} ms vs {t_graph:.3f} ms layer-by-layer)"
+    out.network, out.network_reason = net, reason
+    if log:
+        log(reason)

@@ -81,6 +81,8 @@ def _only_user(node: fx.Node) -> fx.Node | None:
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     """Symbolically trace an eval-mode copy of ``model`` and record every node's output shape."""
     model = copy.deepcopy(model).eval()
+    if isinstance(model, nn.Conv2d):  # a bare layer traces to F.conv2d; as a submodule it stays a layer
+        model = nn.Sequential(model)
     try:
         gm = fx.symbolic_trace(model)
     except Exception as exc:  # fx raises many types for untraceable Python

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tessera.compiler.codegen import vector_width
-from tessera.compiler.compile import LayerPlan, compile_graph
+from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
 from tessera.compiler.toolchain import compiler_version, find_compiler
 from tessera.errors import CheckpointError
 from tessera.io import load_tensors, save_tensors
@@ -45,16 +45,21 @@ class CompiledModel(nn.Module):
     Call it like the original model on fp32 NCHW batches of the compiled image size (any batch size).
     """
 
-    def __init__(self, graph: nn.Module, plans: list[LayerPlan], source: nn.Module, example_shape, threads: int):
+    def __init__(self, compiled: Compiled, source: nn.Module, example_shape, threads: int):
         super().__init__()
-        self.graph = graph
-        self.plans = plans
+        self.graph = compiled.graph
+        self.plans: list[LayerPlan] = compiled.plans
+        self.network = compiled.network
+        self.network_reason = compiled.network_reason
         self._source = [source]  # kept out of the module tree: only for save()
         self.example_shape = tuple(example_shape)
         self.threads = threads
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.network is not None and x.dim() == 4 and tuple(x.shape[1:]) == self.example_shape[1:] \
+                and x.dtype == torch.float32 and x.device.type == "cpu":
+            return self.network(x)
         return self.graph(x)
 
     def train(self, mode: bool = True):
@@ -76,7 +81,7 @@ class CompiledModel(nn.Module):
                 p.kind, f"{p.density:.3f}", p.patterns or "-", f"{p.kernels_kept}/{p.kernels_total}", p.fused,
                 f"{b['fkw']}/{b['dense']}/{b['csr']}" if b else "-", p.decision.backend, p.decision.reason,
             ])
-        return markdown_table(head, rows)
+        return markdown_table(head, rows) + f"\n\nexecution: {self.network_reason}\n"
 
     def save(self, path: str | Path) -> None:
         """Write the artifact (atomically). Zoo models reload by name; others need ``tessera.load(path, model=)``."""
@@ -89,13 +94,14 @@ class CompiledModel(nn.Module):
             "example_shape": list(self.example_shape), "threads": self.threads,
             "zoo": getattr(src, "tessera_zoo", None),
             "decisions": {p.name: p.decision.to_json() for p in self.plans},
+            "network": self.network is not None,
             "sha256": _checksum(tensors),
         }
         save_tensors(path, tensors, meta)
 
 
 def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: bool = True,
-            log=None, _decisions=None, _force=None) -> CompiledModel:
+            network: bool | None = None, log=None, _decisions=None, _force=None) -> CompiledModel:
     """Compile ``model`` for inputs shaped like ``example_inputs`` (a tensor or a 1-tuple of one).
 
     Each conv's sparsity is read from its weights; pattern / connectivity layers get generated C kernels when
@@ -111,9 +117,10 @@ def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: 
     example = example_inputs[0] if isinstance(example_inputs, list | tuple) else example_inputs
     was_training = model.training
     model.eval()
-    gm, plans = compile_graph(model, example, threads, tune, force=_force, decisions=_decisions, log=log)
+    compiled = compile_graph(model, example, threads, tune, force=_force, decisions=_decisions,
+                             network=network if tune or network is not None else False, log=log)
     model.train(was_training)
-    return CompiledModel(gm, plans, model, example.shape, int(threads or torch.get_num_threads())).eval()
+    return CompiledModel(compiled, model, example.shape, int(threads or torch.get_num_threads())).eval()
 
 
 def load(path: str | Path, model: nn.Module | None = None, threads: int | None = None) -> CompiledModel:
@@ -144,4 +151,5 @@ def load(path: str | Path, model: nn.Module | None = None, threads: int | None =
                       "kernels are rebuilt and layers re-tuned for this machine", stacklevel=2)
     decisions = meta["decisions"] if same and threads == meta.get("threads") else None
     example = torch.zeros(meta["example_shape"])
-    return compile(model, example, threads=threads, _decisions=decisions)
+    return compile(model, example, threads=threads, _decisions=decisions,
+                   network=meta.get("network") if decisions is not None else None)

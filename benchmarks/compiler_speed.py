@@ -1,0 +1,205 @@
+"""Speed of compiled sparse convs vs torch dense and ONNX Runtime dense, one process, ratios of medians.
+
+Part 1: ResNet-18's 3x3 layer shapes (64x56², 128x28², 256x14², 512x7²), batch 1, fp32, 1 and 2 threads, at
+pattern + connectivity 12% density (8 patterns, 1 kernel in 3.6 kept) and pattern-only 44%.
+Part 2: whole zoo models (32x32 input) pruned the same way: tessera vs the same model in torch and in ONNX Runtime.
+Part 3: compile time of a whole zoo model, cold (empty kernel cache) and cached.
+
+Contenders are timed in interleaved rounds (each round: every contender N times, median), and the reported
+figure is the median of round medians, so slow drifts of this noisy VM hit all contenders alike.
+Usage: python benchmarks/compiler_speed.py [--quick]
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from common import machine, save_json, stamp, write_section
+from torch import nn
+
+import tessera
+from tessera.models import create_model
+from tessera.pruning.sparsifier import Sparsifier
+from tessera.sparsity import PatternLibrary, pattern_connectivity_mask, pattern_mask
+
+QUICK = "--quick" in sys.argv
+LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
+MODELS = ["resnet20", "resnet32", "resnet56", "vgg6"]
+ROUNDS, PER_ROUND = (3, 5) if QUICK else (9, 15)
+
+
+def interleaved(fns: dict, rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict:
+    for fn in fns.values():  # warm-up
+        for _ in range(3):
+            fn()
+    meds = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            ts = []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            meds[k].append(statistics.median(ts))
+    return {k: 1e3 * statistics.median(v) for k, v in meds.items()}
+
+
+def ort_session(model: nn.Module, x: torch.Tensor, threads: int):
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    xn = x.numpy()
+    return lambda: sess.run(None, {name: xn})
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))
+
+
+def layer_part(threads: int, lib: PatternLibrary) -> list[dict]:
+    rows = []
+    for c, hw in LAYERS:
+        g = torch.Generator().manual_seed(c)
+        dense = nn.Conv2d(c, c, 3, 1, 1, bias=False).eval()
+        with torch.no_grad():
+            dense.weight.copy_(torch.randn(dense.weight.shape, generator=g) * 0.05)
+        x = torch.randn(1, c, hw, hw, generator=g)
+        for label, mask_fn in (("pattern+connectivity 12%", lambda w: pattern_connectivity_mask(w, lib, 1 / 3.6)),
+                               ("pattern-only 44%", lambda w: pattern_mask(w, lib))):
+            sparse = nn.Conv2d(c, c, 3, 1, 1, bias=False).eval()
+            with torch.no_grad():
+                sparse.weight.copy_(dense.weight * mask_fn(dense.weight))
+            cm = tessera.compile(sparse, x, threads=threads)
+            fns = {
+                "torch dense": lambda: dense(x),
+                "torch sparse weights": lambda: sparse(x),
+                "ort dense": ort_session(dense, x, threads),
+                "tessera": lambda: cm(x),
+            }
+            with torch.no_grad():
+                t = interleaved(fns)
+            d = cm.plans[0].decision
+            rows.append({"layer": f"{c}x{hw}x{hw}", "sparsity": label, "threads": threads,
+                         "density": cm.plans[0].density, "backend": d.backend, "params": d.params, **t})
+            print(rows[-1], flush=True)
+    return rows
+
+
+def prune_model(name: str, cin: int) -> nn.Module:
+    torch.manual_seed(0)
+    m = create_model(name, in_channels=cin).eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.normal_(0, 0.1)
+            mod.running_var.uniform_(0.5, 2)
+    s = Sparsifier([{"op": "Conv2d", "kernel": 3}, {"name": "stem.0|features.0", "skip": True}],
+                   {"scheme": "pattern_connectivity", "num_patterns": 8, "keep": 1 / 3.6})
+    s.prepare(m)
+    s.step()
+    return s.squash_mask().eval()
+
+
+def model_part(threads: int) -> list[dict]:
+    rows = []
+    for name in MODELS[:2] if QUICK else MODELS:
+        cin = 1 if name.startswith("vgg") else 3
+        m = prune_model(name, cin)
+        x = torch.randn(1, cin, 32, 32)
+        cm = tessera.compile(m, x, threads=threads)
+        with torch.no_grad():
+            err = float((cm(x) - m(x)).abs().max() / m(x).abs().max())
+            t = interleaved({"torch": lambda: m(x), "ort": ort_session(m, x, threads), "tessera": lambda: cm(x)})
+        sparse_layers = sum(p.decision.backend == "sparse" for p in cm.plans)
+        rows.append({"model": name, "threads": threads, "rel_err": err, "sparse_layers": sparse_layers,
+                     "conv_layers": len(cm.plans), **t})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def compile_time_part() -> dict:
+    m = prune_model("resnet20", 3)
+    x = torch.randn(1, 3, 32, 32)
+    old = os.environ.get("TESSERA_CACHE")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["TESSERA_CACHE"] = tmp
+        try:
+            t0 = time.perf_counter()
+            tessera.compile(m, x, threads=1)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tessera.compile(m, x, threads=1)
+            cached = time.perf_counter() - t0
+        finally:
+            if old is None:
+                os.environ.pop("TESSERA_CACHE")
+            else:
+                os.environ["TESSERA_CACHE"] = old
+    return {"model": "resnet20", "cold_s": cold, "cached_s": cached}
+
+
+def main() -> None:
+    info = machine()
+    lib = PatternLibrary.default(8)
+    layers, models = [], []
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        layers += layer_part(threads, lib)
+        models += model_part(threads)
+    torch.set_num_threads(1)
+    ct = compile_time_part()
+    save_json("compiler_speed", {"machine": info, "layers": layers, "models": models, "compile_time": ct})
+
+    md = ["## Compiled sparse convs vs torch and ONNX Runtime (issue: the compiler)", "",
+          f"Measured {stamp(info)}. Batch 1, fp32, medians of {ROUNDS} interleaved rounds x {PER_ROUND} runs; "
+          "speed-ups are torch-dense time / tessera time in the same process.", ""]
+    head = ["layer", "sparsity", "threads", "torch dense ms", "torch sparse-weights ms", "ORT dense ms",
+            "tessera ms", "vs torch", "vs ORT", "runs"]
+    from tessera.report import markdown_table
+
+    body = []
+    for r in layers:
+        body.append([r["layer"], r["sparsity"], r["threads"], f"{r['torch dense']:.3f}",
+                     f"{r['torch sparse weights']:.3f}", f"{r['ort dense']:.3f}", f"{r['tessera']:.3f}",
+                     f"{r['torch dense'] / r['tessera']:.2f}x", f"{r['ort dense'] / r['tessera']:.2f}x",
+                     f"{r['backend']} {r['params'] or ''}"])
+    md += [markdown_table(head, body), ""]
+    summ = []
+    for label in ("pattern+connectivity 12%", "pattern-only 44%"):
+        for threads in (1, 2):
+            sel = [r for r in layers if r["sparsity"] == label and r["threads"] == threads]
+            summ.append([label, threads, f"{geomean([r['torch dense'] / r['tessera'] for r in sel]):.2f}x",
+                         f"{geomean([r['ort dense'] / r['tessera'] for r in sel]):.2f}x"])
+    md += ["Geometric mean over the four layers:", "",
+           markdown_table(["sparsity", "threads", "vs torch dense", "vs ORT dense"], summ), ""]
+    mbody = [[r["model"], r["threads"], f"{r['sparse_layers']}/{r['conv_layers']}", f"{r['torch']:.3f}",
+              f"{r['ort']:.3f}", f"{r['tessera']:.3f}", f"{r['torch'] / r['tessera']:.2f}x",
+              f"{r['ort'] / r['tessera']:.2f}x", f"{r['rel_err']:.1e}"] for r in models]
+    md += ["Whole models, 32x32 input, 3x3 convs (except the first) pruned to 8 patterns + 1/3.6 kernels:", "",
+           markdown_table(["model", "threads", "sparse layers", "torch ms", "ORT ms", "tessera ms", "vs torch",
+                           "vs ORT", "rel. error"], mbody), "",
+           f"Compile time, {ct['model']} (19 3x3 + 2 1x1 convs, tuning included): cold {ct['cold_s']:.1f} s, "
+           f"cached {ct['cached_s']:.2f} s."]
+    write_section("compiler_speed", "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Whole-network code generation: every layer of a supported graph in one native function.
+
+Per-layer kernels still pay Python, allocation and an OpenMP fork/join per layer — on small CIFAR-size models that
+overhead is as large as the sparse compute itself, and between layers torch's and our thread pools fight for the
+cores. Here the fused graph becomes one C function: one parallel region per call, each layer a set of orphaned
+worksharing loops separated by their implicit barriers, images processed one after another through preallocated
+per-image buffers. Supported nodes: FusedConv, MaxPool2d, AdaptiveAvgPool2d(1), Linear, ReLU, residual add,
+flatten / view, Identity / Dropout. Anything else: ``build_network`` returns None and the per-layer graph runs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import operator
+import threading
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams
+from tessera.compiler.formats import pack_conv
+from tessera.compiler.graph import FusedConv
+from tessera.compiler.toolchain import compile_cached, load_library
+
+_P = ctypes.c_void_p
+_ADD = {operator.add, operator.iadd, torch.add}
+_RELU = {F.relu, torch.relu, torch.relu_}
+_FLATTEN_FN = {torch.flatten}
+_ALIAS_METHODS = {"flatten", "view", "reshape", "contiguous"}
+
+
+class Unsupported(Exception):
+    pass
+
+
+@dataclass
+class _Buf:
+    floats: int  # per image
+
+
+def _numel(node: fx.Node) -> int:
+    tm = node.meta.get("tensor_meta")
+    if tm is None or not hasattr(tm, "shape"):
+        raise Unsupported(f"{node.name}: no single-tensor shape")
+    shape = tuple(tm.shape)
+    n = 1
+    for d in shape[1:]:
+        n *= d
+    return n
+
+
+class NetworkRenderer:
+    """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
+
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int):
+        self.gm, self.params_for, self.vw = gm, params_for, vw
+        self.params: list[torch.Tensor] = []  # pointer table, in order
+        self.scratch: list[int] = []  # floats per conv scratch (padded input)
+        self.bufs: list[_Buf] = []
+        self.where: dict[fx.Node, str] = {}  # node -> C expression of its per-image pointer
+        self.lines: list[str] = []
+        self.funcs: list[str] = []
+
+    def _param(self, t: torch.Tensor) -> str:
+        self.params.append(t.contiguous())
+        return f"P[{len(self.params) - 1}]"
+
+    def _new_buf(self, node: fx.Node) -> str:
+        self.bufs.append(_Buf(_numel(node)))
+        expr = f"((float *)B[{len(self.bufs) - 1}])"
+        self.where[node] = expr
+        return expr
+
+    def _conv(self, node: fx.Node, m: FusedConv) -> None:
+        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
+                or isinstance(m.padding, str):
+            raise Unsupported(f"{node.target}: conv configuration")
+        packed = pack_conv(m.weight, m.bias)
+        _, _, h, w = m.in_shape
+        geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
+                            m.padding[1])
+        kp = self.params_for.get(node.target) or KernelParams(6, self.vw)
+        r = ConvRenderer(packed, geom, kp, m.relu, m.residual)
+        i = len(self.scratch)
+        self.scratch.append(r.scratch_floats)
+        self.funcs.append(r.render_body(f"conv{i}"))
+        x = self.where[node.args[0]]
+        y = self._new_buf(node)
+        res = f"{self.where[node.args[1]]}, " if m.residual else ""
+        arrays = [torch.from_numpy(a) for a in (packed.weights, packed.group_ptr, packed.cin_index,
+                                                 packed.reorder, packed.bias)]
+        ptrs = [self._param(a) for a in arrays]
+        self.lines.append(f"conv{i}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
+                          f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, (const float *){ptrs[4]}, "
+                          f"(float *)S[{i}]);")
+
+    def _maxpool(self, node: fx.Node, m: nn.MaxPool2d) -> None:
+        k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
+        s = m.stride if isinstance(m.stride, int) else m.stride[0]
+        if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode or \
+                not isinstance(m.kernel_size, int) and m.kernel_size[0] != m.kernel_size[1]:
+            raise Unsupported("maxpool configuration")
+        c, h, w = node.args[0].meta["tensor_meta"].shape[1:]
+        ho, wo = (h - k) // s + 1, (w - k) // s + 1
+        x, y = self.where[node.args[0]], self._new_buf(node)
+        self.lines.append(f"""#pragma omp for schedule(static)
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {ho}; i++) for (int j = 0; j < {wo}; j++) {{
+        const float *p = {x} + (long)c * {h * w} + i * {s * w} + j * {s}; float m = p[0];
+        for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{ float q = p[u * {w} + v]; m = q > m ? q : m; }}
+        {y}[(long)c * {ho * wo} + i * {wo} + j] = m; }}""")
+
+    def _avgpool(self, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> None:
+        if m.output_size not in (1, (1, 1)):
+            raise Unsupported("adaptive pooling to more than 1x1")
+        c, h, w = node.args[0].meta["tensor_meta"].shape[1:]
+        x, y = self.where[node.args[0]], self._new_buf(node)
+        self.lines.append(f"""#pragma omp for schedule(static)
+    for (int c = 0; c < {c}; c++) {{ const float *p = {x} + (long)c * {h * w}; float s = 0.f;
+        for (int i = 0; i < {h * w}; i++) s += p[i];
+        {y}[c] = s * {1.0 / (h * w)!r}f; }}""")
+
+    def _linear(self, node: fx.Node, m: nn.Linear) -> None:
+        x, y = self.where[node.args[0]], self._new_buf(node)
+        wp = self._param(m.weight.detach().float())
+        b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
+        self.lines.append(f"""#pragma omp for schedule(static)
+    for (int o = 0; o < {m.out_features}; o++) {{ const float *w = (const float *){wp} + (long)o * {m.in_features};
+        float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x}[i];
+        {y}[o] = s + {b}; }}""")
+
+    def _elementwise(self, node: fx.Node, expr: str, inputs: list[fx.Node]) -> None:
+        n = _numel(node)
+        ins = [self.where[a] for a in inputs]
+        y = self._new_buf(node)
+        self.lines.append(f"""#pragma omp for schedule(static)
+    for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a}[i]" for a in ins])} ; {y}[i] = v; }}""")
+
+    def render(self) -> str:
+        out_node = None
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                if self.where:
+                    raise Unsupported("more than one input")
+                self.where[node] = "xb"
+                continue
+            if node.op == "output":
+                out_node = node.args[0]
+                if not isinstance(out_node, fx.Node):
+                    raise Unsupported("output is not a single tensor")
+                continue
+            if node.op == "call_module":
+                m = self.gm.get_submodule(node.target)
+                if isinstance(m, FusedConv):
+                    self._conv(node, m)
+                elif isinstance(m, nn.MaxPool2d):
+                    self._maxpool(node, m)
+                elif isinstance(m, nn.AdaptiveAvgPool2d):
+                    self._avgpool(node, m)
+                elif isinstance(m, nn.Linear):
+                    self._linear(node, m)
+                elif isinstance(m, nn.ReLU):
+                    self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+                elif isinstance(m, nn.Identity | nn.Dropout | nn.Flatten):
+                    self.where[node] = self.where[node.args[0]]
+                else:
+                    raise Unsupported(f"module {type(m).__name__}")
+            elif node.op == "call_function" and node.target in _ADD and len(node.args) == 2 and \
+                    all(isinstance(a, fx.Node) for a in node.args):
+                self._elementwise(node, "float v = {0} + {1}", list(node.args))
+            elif node.op == "call_function" and node.target in _RELU:
+                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+            elif (node.op == "call_function" and node.target in _FLATTEN_FN) or \
+                    (node.op == "call_method" and node.target in _ALIAS_METHODS):
+                self.where[node] = self.where[node.args[0]]
+            elif node.op == "call_method" and node.target in ("relu", "relu_"):
+                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+            else:
+                raise Unsupported(f"{node.op} {node.target}")
+        if out_node is None:
+            raise Unsupported("no output")
+        self.out_floats = _numel(out_node)
+        self.in_floats = _numel(next(n for n in self.gm.graph.nodes if n.op == "placeholder"))
+        copy_out = f"""#pragma omp for schedule(static)
+    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {self.where[out_node]}[i];"""
+        body = "\n    ".join(self.lines + [copy_out])
+        return ConvRenderer.header.format(vbytes=self.vw * 4) + "".join(self.funcs) + f"""
+void net_forward(int n, const float *restrict x, float *restrict y, void **B, void **S, void **P, int nthreads) {{
+    #pragma omp parallel num_threads(nthreads)
+    for (int b = 0; b < n; b++) {{
+    const float *xb = x + (long)b * {self.in_floats};
+    float *yb = y + (long)b * {self.out_floats};
+    {body}
+    }}
+}}
+"""
+
+
+class NetworkKernel:
+    """The whole model as one native call; buffers are per image, so any batch size runs."""
+
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
+                 out_shape: tuple[int, ...]):
+        r = NetworkRenderer(gm, params_for, vw)
+        self.source = r.render()
+        self.path = compile_cached(self.source)
+        self.fn = load_library(str(self.path)).net_forward
+        self.fn.restype = None
+        self.fn.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, ctypes.c_int]
+        self.threads = threads
+        self.out_shape = tuple(out_shape[1:])
+        self.in_floats = r.in_floats
+        self._keep = [*r.params]
+        self._bufs = [torch.empty(b.floats) for b in r.bufs]
+        self._scratch = [torch.zeros(n) for n in r.scratch]
+        self._P = (_P * max(1, len(r.params)))(*[t.data_ptr() for t in r.params])
+        self._B = (_P * max(1, len(self._bufs)))(*[t.data_ptr() for t in self._bufs])
+        self._S = (_P * max(1, len(self._scratch)))(*[t.data_ptr() for t in self._scratch])
+        self._lock = threading.Lock()  # buffers are shared: one call at a time
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        n = x.shape[0]
+        y = torch.empty((n, *self.out_shape))
+        with self._lock:
+            self.fn(n, x.data_ptr(), y.data_ptr(), self._B, self._S, self._P, self.threads)
+        return y
+
+
+def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
+                  out_shape: tuple[int, ...]) -> tuple[NetworkKernel | None, str]:
+    """The network kernel, or None and the reason the graph has to run layer by layer."""
+    try:
+        return NetworkKernel(gm, params_for, vw, threads, out_shape), "whole network in one native call"
+    except Unsupported as exc:
+        return None, f"layer-by-layer: {exc} is not supported natively"
