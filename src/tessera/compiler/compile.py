@@ -5,6 +5,8 @@ Returns the rewritten GraphModule and a layerwise plan; ``tessera.runtime`` wrap
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from tessera.compiler.codegen import ConvGeometry, vector_width
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.toolchain import find_compiler
+from tessera.compiler.toolchain import cache_dir, find_compiler
+from tessera.io import atomic_write_bytes
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.tune import Decision, candidates, median_ms, tune_layer
 from tessera.compiler.codegen import KernelParams
@@ -117,8 +120,9 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         if not have_cc:
             plan.decision = Decision("dense", "fallback: no C compiler")
             continue
-        packed = pack_conv(m.weight, m.bias)
+        packed = pack_conv(m.weight, m.bias, lo)
         packs[lay.name] = packed
+        m.packed = packed  # reused by the whole-network renderer
         plan.bytes = packed.bytes()
         c, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
@@ -168,9 +172,15 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
         ref = out.graph(example)
     net, reason = build_network(out.graph, params_for, vw, threads, tuple(ref.shape))
     if net is not None and forced is None:
-        with torch.no_grad():
-            t_graph = median_ms(lambda: out.graph(example), 20)
-            t_net = median_ms(lambda: net(example), 20)
+        key = cache_dir() / f"net-{hashlib.sha256(net.source.encode()).hexdigest()[:32]}-t{threads}" \
+                            f"-b{example.shape[0]}.json"
+        try:
+            t_graph, t_net = json.loads(key.read_text())
+        except (OSError, ValueError):
+            with torch.no_grad():
+                t_graph = median_ms(lambda: out.graph(example), 20)
+                t_net = median_ms(lambda: net(example), 20)
+            atomic_write_bytes(key, json.dumps([t_graph, t_net]).encode())
         if t_net >= t_graph:
             net, reason = None, f"layer-by-layer: measured faster ({t_graph:.3f} ms vs {t_net:.3f} ms native)"
         else:

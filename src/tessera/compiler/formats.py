@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tessera.sparsity import analyse_conv
+from tessera.sparsity import ConvLayout, analyse_conv
 
 MAX_PATTERNS = 32
 
@@ -84,11 +84,11 @@ def _tap_sets(nz: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     return [tuple(torch.nonzero(u).flatten().tolist()) for u in uniq], idx
 
 
-def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None) -> PackedConv:
+def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, layout: ConvLayout | None = None) -> PackedConv:
     """Pack a (Cout, Cin, kh, kw) weight whose zeros form patterns and/or removed kernels."""
     w = weight.detach().float().cpu()
     cout, cin, kh, kw = w.shape
-    layout = analyse_conv(w)
+    layout = layout or analyse_conv(w)
     if layout.library is not None:  # 3x3 patterns (completed to 4 taps where a weight is exactly zero)
         patterns = [tuple(torch.nonzero(p).flatten().tolist()) for p in layout.library.patterns]
         pidx = layout.pattern_index

@@ -36,6 +36,7 @@ class FusedConv(nn.Module):
         self.residual = False
         self.folded_bn = False
         self.kernel = None  # a compiler.kernel.ConvKernel, set by the tuner
+        self.packed = None  # its PackedConv, once packed
         self.threads = 1
         self.in_shape: tuple[int, ...] | None = None
 

@@ -62,6 +62,7 @@ class NetworkRenderer:
         self.where: dict[fx.Node, str] = {}  # node -> C expression of its per-image pointer
         self.lines: list[str] = []
         self.funcs: list[str] = []
+        self.bodies: dict[str, str] = {}  # body source -> function name
 
     def _param(self, t: torch.Tensor) -> str:
         self.params.append(t.contiguous())
@@ -77,7 +78,7 @@ class NetworkRenderer:
         if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
                 or isinstance(m.padding, str):
             raise Unsupported(f"{node.target}: conv configuration")
-        packed = pack_conv(m.weight, m.bias)
+        packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
         _, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
@@ -85,14 +86,19 @@ class NetworkRenderer:
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual)
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
-        self.funcs.append(r.render_body(f"conv{i}"))
+        # layers with the same geometry, patterns, tile and epilogue share one function: less for gcc to build
+        body = r.render_body("CONV")
+        if body not in self.bodies:
+            self.bodies[body] = f"conv{len(self.bodies)}"
+            self.funcs.append(body.replace("CONV", self.bodies[body]))
+        fn = self.bodies[body]
         x = self.where[node.args[0]]
         y = self._new_buf(node)
         res = f"{self.where[node.args[1]]}, " if m.residual else ""
         arrays = [torch.from_numpy(a) for a in (packed.weights, packed.group_ptr, packed.cin_index,
                                                  packed.reorder, packed.bias)]
         ptrs = [self._param(a) for a in arrays]
-        self.lines.append(f"conv{i}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
+        self.lines.append(f"{fn}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
                           f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, (const float *){ptrs[4]}, "
                           f"(float *)S[{i}]);")
 

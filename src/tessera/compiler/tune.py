@@ -80,5 +80,5 @@ def tune_layer(layer: LayerLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor
 
 def candidates(vw: int) -> tuple[KernelParams, ...]:
     """Tile widths to try: accumulator vectors per tile, bounded by the register file (16 or 32 vectors)."""
-    rs = (2, 4, 6, 8, 10) if vw == 8 else (2, 4, 8, 12, 16)
+    rs = (3, 6, 10) if vw == 8 else (4, 8, 14)
     return tuple(KernelParams(r, vw) for r in rs)
