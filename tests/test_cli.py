@@ -64,3 +64,21 @@ def test_shipped_recipes_parse():
     for path in pathlib.Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml"):
         load_recipe(path)
     assert json.dumps(QUICK)
+
+
+def test_compile_and_bench_cli(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prune", str(write(tmp_path, QUICK | {"output": str(out)})), "--quiet"]) == 0
+    capsys.readouterr()
+    art = tmp_path / "m.tsr"
+    assert main(["compile", str(out / "model.safetensors"), "--output", str(art), "--threads", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "pattern_connectivity" in text and art.exists()
+    assert main(["bench", str(art), "--rounds", "2", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "tessera" in text and "torch" in text
+
+
+def test_compile_cli_errors(tmp_path, capsys):
+    assert main(["compile", str(tmp_path / "missing.safetensors")]) == 2
+    assert "does not exist" in capsys.readouterr().err

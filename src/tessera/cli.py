@@ -35,6 +35,100 @@ def _prune(args) -> int:
     return 0
 
 
+def _shape(text: str | None, meta: dict) -> tuple[int, ...]:
+    from tessera.errors import ConfigError
+
+    if text:
+        try:
+            shape = tuple(int(v) for v in text.replace("x", ",").split(","))
+        except ValueError:
+            raise ConfigError(f"--input-shape must look like 1,3,32,32, got {text!r}") from None
+    else:
+        shape = tuple(meta.get("input_shape") or ())
+    if len(shape) != 4:
+        raise ConfigError("give --input-shape N,C,H,W (the model file does not record one)")
+    return shape
+
+
+def _load_any(path: str, threads: int | None):
+    """A pruned model (.safetensors from `tessera prune`) or a compiled artifact (from `tessera compile`)."""
+    from tessera.io import load_tensors
+
+    _, meta = load_tensors(path)
+    if "sha256" in meta and "decisions" in meta:
+        import tessera
+
+        cm = tessera.load(path, threads=threads)
+        return cm._source[0], cm, {"input_shape": list(cm.example_shape)}
+    from tessera.models import load_model
+
+    model, meta = load_model(path)
+    return model, None, meta
+
+
+def _compile(args) -> int:
+    import torch
+
+    import tessera
+
+    model, _, meta = _load_any(args.model, args.threads)
+    shape = _shape(args.input_shape, meta)
+    log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+    cm = tessera.compile(model, torch.randn(shape), threads=args.threads, log=log)
+    print(cm.report())
+    out = args.output or str(args.model).rsplit(".", 1)[0] + ".tsr"
+    cm.save(out)
+    print(f"compiled model saved to {out} (load with tessera.load)")
+    return 0
+
+
+def _bench(args) -> int:
+    import statistics
+    import time
+
+    import torch
+
+    import tessera
+    from tessera.report import markdown_table
+
+    model, cm, meta = _load_any(args.model, args.threads)
+    shape = _shape(args.input_shape, meta)
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    x = torch.randn(shape)
+    if cm is None:
+        cm = tessera.compile(model, x, threads=threads)
+    model.eval()
+    contenders = {"torch": lambda: model(x), "tessera": lambda: cm(x)}
+    if args.onnx:
+        import io
+
+        import onnxruntime as ort
+
+        buf = io.BytesIO()
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+        xn = x.numpy()
+        contenders["onnxruntime"] = lambda: sess.run(None, {sess.get_inputs()[0].name: xn})
+    times = {k: [] for k in contenders}
+    with torch.no_grad():
+        for fn in contenders.values():
+            for _ in range(5):
+                fn()
+        for _ in range(args.rounds):  # interleaved rounds: drifts of a noisy machine hit every contender alike
+            for k, fn in contenders.items():
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                times[k].append((time.perf_counter() - t0) / 10)
+    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    rows = [[k, f"{v:.3f}", f"{med['torch'] / v:.2f}x"] for k, v in med.items()]
+    print(markdown_table(["runtime", f"ms per batch of {shape[0]} ({threads} threads)", "speed-up vs torch"], rows))
+    return 0
+
+
 def _list(args) -> int:
     if args.what == "models":
         from tessera.models import list_models
@@ -55,6 +149,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="override the recipe's output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
+    p = sub.add_parser("compile", help="compile a pruned model into native kernels and save the artifact")
+    p.add_argument("model", help="pruned model .safetensors (from `tessera prune`)")
+    p.add_argument("--input-shape", help="N,C,H,W of the inputs (default: recorded by `tessera prune`)")
+    p.add_argument("--threads", type=int, help="threads for the kernels (default: torch's)")
+    p.add_argument("--output", help="artifact path (default: MODEL with .tsr)")
+    p.add_argument("--quiet", action="store_true", help="no per-layer log")
+    p.set_defaults(func=_compile)
+    p = sub.add_parser("bench", help="time torch vs the compiled model (and ONNX Runtime with --onnx)")
+    p.add_argument("model", help="pruned model .safetensors or compiled artifact .tsr")
+    p.add_argument("--input-shape", help="N,C,H,W (default: recorded in the file)")
+    p.add_argument("--threads", type=int, help="threads (default: torch's)")
+    p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
+    p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (needs onnxruntime)")
+    p.set_defaults(func=_bench)
     p = sub.add_parser("list", help="list registered models or sparsity schemes")
     p.add_argument("what", choices=["models", "schemes"])
     p.set_defaults(func=_list)

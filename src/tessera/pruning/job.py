@@ -136,6 +136,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     save_model(model, result.model_path, base_meta["model"], base_meta["args"], {
         "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
         "normalise": {"mean": list(train.mean), "std": list(train.std)}, "schemes": schemes,
+        "input_shape": [1, *train.shape],
     })
     seconds["total"] = time.perf_counter() - t0
     return result
