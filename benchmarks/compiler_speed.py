@@ -21,10 +21,10 @@ import tempfile
 import time
 
 import torch
-from common import machine, save_json, stamp, write_section
 from torch import nn
 
 import tessera
+from common import machine, save_json, stamp, write_section
 from tessera.models import create_model
 from tessera.pruning.sparsifier import Sparsifier
 from tessera.sparsity import PatternLibrary, pattern_connectivity_mask, pattern_mask
@@ -89,10 +89,10 @@ def layer_part(threads: int, lib: PatternLibrary) -> list[dict]:
                 sparse.weight.copy_(dense.weight * mask_fn(dense.weight))
             cm = tessera.compile(sparse, x, threads=threads)
             fns = {
-                "torch dense": lambda: dense(x),
-                "torch sparse weights": lambda: sparse(x),
+                "torch dense": lambda dense=dense, x=x: dense(x),
+                "torch sparse weights": lambda sparse=sparse, x=x: sparse(x),
                 "ort dense": ort_session(dense, x, threads),
-                "tessera": lambda: cm(x),
+                "tessera": lambda cm=cm, x=x: cm(x),
             }
             with torch.no_grad():
                 t = interleaved(fns)
@@ -126,7 +126,8 @@ def model_part(threads: int) -> list[dict]:
         cm = tessera.compile(m, x, threads=threads)
         with torch.no_grad():
             err = float((cm(x) - m(x)).abs().max() / m(x).abs().max())
-            t = interleaved({"torch": lambda: m(x), "ort": ort_session(m, x, threads), "tessera": lambda: cm(x)})
+            t = interleaved({"torch": lambda m=m, x=x: m(x), "ort": ort_session(m, x, threads),
+                             "tessera": lambda cm=cm, x=x: cm(x)})
         sparse_layers = sum(p.decision.backend == "sparse" for p in cm.plans)
         rows.append({"model": name, "threads": threads, "rel_err": err, "sparse_layers": sparse_layers,
                      "conv_layers": len(cm.plans), **t})

@@ -12,7 +12,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from common import machine, save_json, stamp, write_section
-
 from tessera.models import load_model
 from tessera.pruning.job import run_recipe
 from tessera.pruning.recipe import load_recipe

@@ -57,5 +57,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         with safe_open(str(path), "pt") as f:
             meta = json.loads((f.metadata() or {}).get("tessera", "{}"))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupted or not a safetensors file ({exc}); re-create it") from None
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or not a safetensors file ({exc}); re-create it"
+        ) from None
     return tensors, meta

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 import torch
 from torch import fx
 
-from tessera.compiler.codegen import ConvGeometry, vector_width
+from tessera.compiler.codegen import ConvGeometry, KernelParams, vector_width
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.toolchain import cache_dir, find_compiler
-from tessera.io import atomic_write_bytes
 from tessera.compiler.network import NetworkKernel, build_network
+from tessera.compiler.toolchain import cache_dir, find_compiler
 from tessera.compiler.tune import Decision, candidates, median_ms, tune_layer
-from tessera.compiler.codegen import KernelParams
 from tessera.errors import CompileError
+from tessera.io import atomic_write_bytes
 from tessera.sparsity import analyse_conv
 
 

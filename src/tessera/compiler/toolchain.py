@@ -35,7 +35,7 @@ def cache_dir() -> Path:
     return base / f"kernels-v{FORMAT_VERSION}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def find_compiler() -> str | None:
     """Path of the C compiler ($CC, cc, gcc, clang) that can build OpenMP code, or None."""
     for name in filter(None, (os.environ.get("CC"), "cc", "gcc", "clang")):
@@ -45,7 +45,7 @@ def find_compiler() -> str | None:
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def compiler_version(cc: str) -> str:
     try:
         out = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -117,7 +117,7 @@ def _keep_workers_spinning() -> None:
         _SPIN_SET = True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_library(path: str) -> ctypes.CDLL:
     """Load a built kernel library; an OSError becomes a message saying what to do."""
     _keep_workers_spinning()

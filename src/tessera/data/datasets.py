@@ -8,8 +8,8 @@ DataLoader machinery and makes epochs reproducible from a seed.
 from __future__ import annotations
 
 import gzip
-import os
 import io
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -112,7 +112,8 @@ def cifar10(root: str | os.PathLike) -> tuple[DatasetSplit, DatasetSplit]:
             labels = batch.get(b"labels") if b"labels" in batch else batch.get("labels")
             if data is None or labels is None:
                 raise DataError(f"{path} is not a CIFAR-10 python batch; point at the official python version")
-            xs.append(np.asarray(bytearray(data) if isinstance(data, bytes) else data, dtype=np.uint8).reshape(-1, 3, 32, 32))
+            raw = bytearray(data) if isinstance(data, bytes) else data
+            xs.append(np.asarray(raw, dtype=np.uint8).reshape(-1, 3, 32, 32))
             ys.append(np.asarray(labels, dtype=np.int64))
         x = torch.from_numpy(np.concatenate(xs)).float().div_(255)
         splits.append((x, torch.from_numpy(np.concatenate(ys))))
