@@ -1,0 +1,80 @@
+import itertools
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tessera.errors import ConfigError, ShapeError
+from tessera.sparsity.blocks import column_values, select_blocks
+
+
+def brute_force(s, n, k):
+    """Best total of k disjoint N-row blocks, by enumerating every set of window starts."""
+    m, cols = s.shape
+    windows = [(c, r) for c in range(cols) for r in range(m - n + 1)]
+    best = float("-inf")
+    for combo in itertools.combinations(windows, k):
+        rows = {(c, r + i) for c, r in combo for i in range(n)}
+        if len(rows) == k * n:
+            best = max(best, sum(float(s[r, c]) for c, r in rows))
+    return best
+
+
+def valid(sel, s, n, k):
+    assert sel.blocks.shape == (k, 2)
+    assert int(sel.mask.sum()) == k * n, "blocks overlap"
+    for c, r in sel.blocks.tolist():
+        assert 0 <= r <= s.shape[0] - n
+        assert bool(sel.mask[r : r + n, c].all())
+    assert sel.value == pytest.approx(float((s.double() * sel.mask).sum()))
+
+
+@given(st.integers(2, 6), st.integers(1, 3), st.sampled_from([1, 2, 3]), st.integers(0, 10_000), st.data())
+def test_optimal_is_exact_against_brute_force(m, cols, n, seed, data):
+    if n > m:
+        n = m
+    s = torch.rand(m, cols, generator=torch.Generator().manual_seed(seed))
+    k = data.draw(st.integers(0, min(4, (m // n) * cols)))
+    opt = select_blocks(s, n, k, "optimal")
+    valid(opt, s, n, k)
+    assert opt.value == pytest.approx(max(brute_force(s, n, k), 0.0), rel=1e-9, abs=1e-12)
+    flat = select_blocks(s, n, k, "optimal_flat")
+    assert flat.value == pytest.approx(opt.value, rel=1e-9, abs=1e-12)
+    for method in ("aligned", "bed"):
+        other = select_blocks(s, n, k, method)
+        valid(other, s, n, k) if method == "bed" or k <= (m // n) * cols else None
+        assert other.value <= opt.value + 1e-9
+
+
+@given(st.integers(4, 40), st.integers(1, 4), st.integers(0, 10_000))
+def test_column_values_are_concave(m, n, seed):
+    """The property the exact merge relies on (proved by total unimodularity in blocks.py)."""
+    s = torch.rand(m, 5, generator=torch.Generator().manual_seed(seed)).double()
+    f, _ = column_values(s, n, m // n)
+    gains = f[:, 1:] - f[:, :-1]
+    assert bool((gains[:, 1:] <= gains[:, :-1] + 1e-9).all())
+
+
+def test_aligned_blocks_start_at_multiples_and_unaligned_is_better():
+    torch.manual_seed(1)
+    s = torch.rand(64, 32) ** 3
+    k = 64 * 32 // 4 // 5
+    al = select_blocks(s, 4, k, "aligned")
+    assert bool((al.blocks[:, 1] % 4 == 0).all())
+    opt, bed = select_blocks(s, 4, k, "optimal"), select_blocks(s, 4, k, "bed")
+    valid(bed, s, 4, k)
+    assert al.value <= opt.value and bed.value >= 0.99 * opt.value
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"n": 9}, ShapeError, "larger than Cout"),
+    ({"num_blocks": 10_000}, ConfigError, "cannot be met"),
+    ({"method": "magic"}, ConfigError, "unknown block selection"),
+    ({"scores": torch.tensor([[float("nan")] * 3] * 8)}, ConfigError, "NaN"),
+    ({"scores": -torch.ones(8, 3)}, ConfigError, "non-negative"),
+])
+def test_bad_input(kwargs, error, match):
+    args = {"scores": torch.rand(8, 3), "n": 2, "num_blocks": 3, "method": "optimal"} | kwargs
+    with pytest.raises(error, match=match):
+        select_blocks(**args)
