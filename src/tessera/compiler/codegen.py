@@ -81,11 +81,34 @@ class ConvRenderer:
 #include <string.h>
 #include <omp.h>
 typedef float vf __attribute__((vector_size({vbytes}), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size({vbytes}), aligned(4), may_alias));
 static inline vf ld(const float *p) {{ return *(const vf *)p; }}
+static inline void st(float *p, vf v) {{ *(vf *)p = v; }}
+static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }}
 """
 
-    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool):
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
+                 padded_io: bool = False):
+        """``padded_io``: input and output activations are in the padded layout (see :func:`padded_plane`)
+        instead of NCHW — the layout the whole-network function keeps between layers."""
         self.p, self.g, self.k, self.relu, self.residual = packed, geom, params, relu, residual
+        self.padded_io = padded_io
+
+    @property
+    def direct(self) -> bool:
+        """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
+        g = self.g
+        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1)
+
+    @property
+    def vector_out(self) -> bool:
+        """Writes whole vectors into the padded output: its wide rows are the output's padded rows."""
+        return self.direct
+
+    def colmask(self) -> list[float]:
+        """1.0 where a wide position is a real output (column < WO, inside the image), else 0.0."""
+        g = self.g
+        return [1.0 if j < g.wide and j % g.wph < g.wo else 0.0 for j in range(self.ntiles * self.tile)]
 
     @property
     def tile(self) -> int:
@@ -98,23 +121,34 @@ static inline vf ld(const float *p) {{ return *(const vf *)p; }}
     @property
     def scratch_floats(self) -> int:
         """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
+        if self.direct:
+            return 0
+        return self.g.cin * self.g.plane + self.reach
+
+    @property
+    def reach(self) -> int:
+        """Floats read past the last channel's plane: the last tile's overhang plus the largest tap offset."""
         max_off = max(self.g.tap_offset(t) for pat in self.p.patterns for t in pat)
-        return self.g.cin * self.g.plane + self.ntiles * self.tile - self.g.wide + max_off + self.tile
+        return self.ntiles * self.tile - self.g.wide + max_off + self.tile
 
     def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
+        if self.direct:
+            return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
+        src_plane, src_row, src_off = (padded_plane(g.h, g.w), g.w + 2, g.w + 3) if self.padded_io else \
+            (g.h * g.w, g.w, 0)
         return f"""
 static void {name}(const float *restrict x, float *restrict xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change */
     #pragma omp for schedule(static)
     for (int c = 0; c < {g.cin}; c++) {{
-        const float *src = x + (long)c * {g.h * g.w};
+        const float *src = x + (long)c * {src_plane} + {src_off};
         float *dst = xp + (long)c * {g.plane};
         for (int iy = 0; iy < {g.h}; iy++) {{
             int r = iy + {g.pad_h};
             float *row = dst + ((r % {s}) * {s}) * {g.hph * g.wph} + (r / {s}) * {g.wph};
-            const float *srow = src + iy * {g.w};
+            const float *srow = src + iy * {src_row};
             for (int ix = 0; ix < {g.w}; ix++) {{
                 int cc = ix + {g.pad_w};
                 row[(cc % {s}) * {g.hph * g.wph} + cc / {s}] = srow[ix];
@@ -139,15 +173,21 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         return "\n".join(lines)
 
     def _epilogue(self) -> str:
-        g, T = self.g, self.tile
+        g, T, vw = self.g, self.tile, self.k.vw
+        if self.vector_out:
+            return self._vector_epilogue()
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
+        if self.padded_io:  # into the padded output: row stride WO+2, one pixel of border
+            plane, index = padded_plane(g.ho, g.wo), f"(yo + 1) * {g.wo + 2} + xo + u + 1"
+        else:
+            plane, index = g.ho * g.wo, f"yo * {g.wo} + xo + u"
         return f"""
         float tmp[{T}] __attribute__((aligned(64)));
-        {" ".join(f"memcpy(tmp + {j * self.k.vw}, &a{j}, sizeof(vf));" for j in range(self.k.r))}
+        {" ".join(f"st(tmp + {j * vw}, a{j});" for j in range(self.k.r))}
         const float bf = bias[f];
-        float *yf = yb + (long)perm[f] * {g.ho * g.wo};
-        const float *rb = {"res + (long)perm[f] * " + str(g.ho * g.wo) if self.residual else "0"};
+        float *yf = yb + (long)perm[f] * {plane};
+        const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
         int j0 = t * {T}, j1 = j0 + {T} < {g.wide} ? j0 + {T} : {g.wide};
         for (int j = j0; j < j1; ) {{
@@ -155,12 +195,42 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             int run = {g.wph} - xo; if (run > j1 - j) run = j1 - j;
             int valid = xo < {g.wo} ? ({g.wo} - xo < run ? {g.wo} - xo : run) : 0;
             for (int u = 0; u < valid; u++) {{
-                int o = yo * {g.wo} + xo + u;
+                int o = {index};
                 float v = tmp[j - j0 + u] + bf; {res} {act}
                 yf[o] = v;
             }}
             j += run;
         }}"""
+
+    def _vector_epilogue(self) -> str:
+        """Whole-vector stores into the padded output; columns past the image get 0 (they are its border)."""
+        g, T, vw, r = self.g, self.tile, self.k.vw, self.k.r
+        plane, shift = padded_plane(g.ho, g.wo), g.wph + 1
+        full = g.wide // T  # tiles that end inside the image
+        lines = [f"""
+        const float bf = bias[f];
+        const long base = (long)perm[f] * {plane} + (long)t * {T} + {shift};
+        float *yo = yb + base;
+        const float *mk = cmask + (long)t * {T};"""]
+        if self.residual:
+            lines.append("        const float *ro = res + base;")
+        body = []
+        for j in range(r):
+            e = f"a{j} + bf" + (f" + ld(ro + {j * vw})" if self.residual else "")
+            e = f"relu({e})" if self.relu else f"({e})"
+            body.append(f"st(yo + {j * vw}, {e} * ld(mk + {j * vw}));")
+        lines.append(f"        if (t < {full}) {{ {' '.join(body)} }}")
+        act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
+        res = "v += ro[u];" if self.residual else ""
+        lines.append(f"""        else {{
+            float tmp[{T}] __attribute__((aligned(64)));
+            {" ".join(f"st(tmp + {j * vw}, a{j});" for j in range(r))}
+            for (int u = 0; u < {g.wide} - t * {T} && u < {T}; u++) {{
+                float v = tmp[u] + bf; {res} {act}
+                yo[u] = v * mk[u];
+            }}
+        }}""")
+        return "\n".join(lines)
 
     def render(self, name: str = "run") -> str:
         return self.header.format(vbytes=self.k.vw * 4) + self.render_body(f"{name}_body") + \
@@ -169,9 +239,10 @@ static void {name}(const float *restrict x, float *restrict xp) {{
 
     def signature(self, name: str) -> str:
         res = "const float *restrict res, " if self.residual else ""
+        cm = "const float *restrict cmask, " if self.vector_out else ""
         return (f"void {name}(const float *restrict xb, float *restrict yb, {res}const float *restrict wt, "
                 "const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm, "
-                "const float *restrict bias, float *restrict xp)")
+                f"const float *restrict bias, {cm}float *restrict xp)")
 
     def render_body(self, name: str) -> str:
         """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
@@ -179,14 +250,16 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         P = len(p.patterns)
         loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
         accs = " ".join(f"vf a{j} = {{0}};" for j in range(k.r))
+        src = "xb" if self.direct else "xp"
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
+        const float *restrict xin = {src};
         #pragma omp for schedule(static, 1)
         for (int q = 0; q < {self.ntiles * g.cout}; q++) {{
         const int t = q / {g.cout}, f = q - t * {g.cout};
         const int32_t *gp = gptr + (long)f * {P};
-        const float *xt = xp + (long)t * {self.tile};
+        const float *xt = xin + (long)t * {self.tile};
         {accs}
 {loops}
 {self._epilogue()}
@@ -223,6 +296,15 @@ def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[Kerne
         parts += [r.render_body(f"body_{i}"), r.render_function(f"run_{i}", f"body_{i}")]
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
     return "".join(parts)
+
+
+def padded_plane(h: int, w: int) -> int:
+    """Floats per channel of the padded activation layout: (H+2) x (W+2), one zero pixel around the image.
+
+    The whole-network function keeps every 4-D activation in this layout, so a stride-1 3x3 conv reads its input
+    in place and writes its output as whole vectors straight into the next layer's input.
+    """
+    return (h + 2) * (w + 2)
 
 
 def vector_width() -> int:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams
+from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams, padded_plane
 from tessera.compiler.formats import pack_conv
 from tessera.compiler.graph import FusedConv
 from tessera.compiler.toolchain import compile_cached, load_library
@@ -38,15 +38,35 @@ class Unsupported(Exception):
 @dataclass
 class _Buf:
     floats: int  # per image
+    shape: tuple[int, ...]  # (C, H, W) for padded activations, (n,) for flat ones
+    padded: bool
+
+    @property
+    def expr(self) -> str:
+        return self._expr
+
+    def at(self, c: str, y: str, x: str) -> str:
+        """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout."""
+        if self.padded:
+            _, h, w = self.shape
+            return f"{self._expr}[(long)({c}) * {padded_plane(h, w)} + (({y}) + 1) * {w + 2} + ({x}) + 1]"
+        _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
+        return f"{self._expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 
 
-def _numel(node: fx.Node) -> int:
+SLACK = 1024  # floats after a padded buffer: the largest tile overhang a direct conv can read past its end
+
+
+def _shape(node: fx.Node) -> tuple[int, ...]:
     tm = node.meta.get("tensor_meta")
     if tm is None or not hasattr(tm, "shape"):
         raise Unsupported(f"{node.name}: no single-tensor shape")
-    shape = tuple(tm.shape)
+    return tuple(tm.shape[1:])
+
+
+def _numel(node: fx.Node) -> int:
     n = 1
-    for d in shape[1:]:
+    for d in _shape(node):
         n *= d
     return n
 
@@ -59,7 +79,7 @@ class NetworkRenderer:
         self.params: list[torch.Tensor] = []  # pointer table, in order
         self.scratch: list[int] = []  # floats per conv scratch (padded input)
         self.bufs: list[_Buf] = []
-        self.where: dict[fx.Node, str] = {}  # node -> C expression of its per-image pointer
+        self.where: dict[fx.Node, _Buf] = {}  # node -> the buffer holding its per-image output
         self.lines: list[str] = []
         self.funcs: list[str] = []
         self.bodies: dict[str, str] = {}  # body source -> function name
@@ -68,11 +88,25 @@ class NetworkRenderer:
         self.params.append(t.contiguous())
         return f"P[{len(self.params) - 1}]"
 
-    def _new_buf(self, node: fx.Node) -> str:
-        self.bufs.append(_Buf(_numel(node)))
-        expr = f"((float *)B[{len(self.bufs) - 1}])"
-        self.where[node] = expr
-        return expr
+    def _new_buf(self, node: fx.Node, padded: bool) -> _Buf:
+        shape = _shape(node)
+        if padded:
+            if len(shape) != 3:
+                raise Unsupported(f"{node.name}: padded layout needs a (C, H, W) activation")
+            floats = shape[0] * padded_plane(shape[1], shape[2]) + SLACK
+        else:
+            floats = _numel(node)
+        b = _Buf(floats, shape, padded)
+        b._expr = f"((float *)B[{len(self.bufs)}])"
+        self.bufs.append(b)
+        self.where[node] = b
+        return b
+
+    def _padded_input(self, node: fx.Node) -> _Buf:
+        b = self.where[node]
+        if not b.padded:
+            raise Unsupported(f"{node.name}: a flat tensor feeds a spatial layer")
+        return b
 
     def _conv(self, node: fx.Node, m: FusedConv) -> None:
         if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
@@ -83,7 +117,9 @@ class NetworkRenderer:
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
         kp = self.params_for.get(node.target) or KernelParams(6, self.vw)
-        r = ConvRenderer(packed, geom, kp, m.relu, m.residual)
+        r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True)
+        if r.direct and r.reach > SLACK:
+            raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
         # layers with the same geometry, patterns, tile and epilogue share one function: less for gcc to build
@@ -92,15 +128,16 @@ class NetworkRenderer:
             self.bodies[body] = f"conv{len(self.bodies)}"
             self.funcs.append(body.replace("CONV", self.bodies[body]))
         fn = self.bodies[body]
-        x = self.where[node.args[0]]
-        y = self._new_buf(node)
-        res = f"{self.where[node.args[1]]}, " if m.residual else ""
+        x = self._padded_input(node.args[0]).expr
+        y = self._new_buf(node, True).expr
+        res = f"{self._padded_input(node.args[1]).expr}, " if m.residual else ""
         arrays = [torch.from_numpy(a) for a in (packed.weights, packed.group_ptr, packed.cin_index,
                                                  packed.reorder, packed.bias)]
         ptrs = [self._param(a) for a in arrays]
+        cmask = f"(const float *){self._param(torch.tensor(r.colmask()))}, " if r.vector_out else ""
         self.lines.append(f"{fn}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
                           f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, (const float *){ptrs[4]}, "
-                          f"(float *)S[{i}]);")
+                          f"{cmask}(float *)S[{i}]);")
 
     def _maxpool(self, node: fx.Node, m: nn.MaxPool2d) -> None:
         k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
@@ -108,40 +145,59 @@ class NetworkRenderer:
         if m.padding not in (0, (0, 0)) or m.dilation not in (1, (1, 1)) or m.ceil_mode or \
                 not isinstance(m.kernel_size, int) and m.kernel_size[0] != m.kernel_size[1]:
             raise Unsupported("maxpool configuration")
-        c, h, w = node.args[0].meta["tensor_meta"].shape[1:]
+        x = self._padded_input(node.args[0])
+        c, h, w = x.shape
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
-        x, y = self.where[node.args[0]], self._new_buf(node)
+        y = self._new_buf(node, True)
         self.lines.append(f"""#pragma omp for schedule(static)
     for (int c = 0; c < {c}; c++) for (int i = 0; i < {ho}; i++) for (int j = 0; j < {wo}; j++) {{
-        const float *p = {x} + (long)c * {h * w} + i * {s * w} + j * {s}; float m = p[0];
-        for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{ float q = p[u * {w} + v]; m = q > m ? q : m; }}
-        {y}[(long)c * {ho * wo} + i * {wo} + j] = m; }}""")
+        float m = {x.at("c", f"i * {s}", f"j * {s}")};
+        for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{
+            float q = {x.at("c", f"i * {s} + u", f"j * {s} + v")}; m = q > m ? q : m; }}
+        {y.at("c", "i", "j")} = m; }}""")
 
     def _avgpool(self, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> None:
         if m.output_size not in (1, (1, 1)):
             raise Unsupported("adaptive pooling to more than 1x1")
-        c, h, w = node.args[0].meta["tensor_meta"].shape[1:]
-        x, y = self.where[node.args[0]], self._new_buf(node)
+        x = self._padded_input(node.args[0])
+        c, h, w = x.shape
+        y = self._new_buf(node, False)
         self.lines.append(f"""#pragma omp for schedule(static)
-    for (int c = 0; c < {c}; c++) {{ const float *p = {x} + (long)c * {h * w}; float s = 0.f;
-        for (int i = 0; i < {h * w}; i++) s += p[i];
-        {y}[c] = s * {1.0 / (h * w)!r}f; }}""")
+    for (int c = 0; c < {c}; c++) {{ float s = 0.f;
+        for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++) s += {x.at("c", "i", "j")};
+        {y.expr}[c] = s * {1.0 / (h * w)!r}f; }}""")
+
+    def _flatten(self, node: fx.Node) -> None:
+        x = self.where[node.args[0]]
+        if not x.padded:
+            self.where[node] = x
+            return
+        c, h, w = x.shape
+        y = self._new_buf(node, False)
+        self.lines.append(f"""#pragma omp for schedule(static)
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
+        {y.expr}[(long)c * {h * w} + i * {w} + j] = {x.at("c", "i", "j")};""")
 
     def _linear(self, node: fx.Node, m: nn.Linear) -> None:
-        x, y = self.where[node.args[0]], self._new_buf(node)
+        x = self.where[node.args[0]]
+        if x.padded:
+            raise Unsupported("linear on a spatial tensor")
+        y = self._new_buf(node, False)
         wp = self._param(m.weight.detach().float())
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
         self.lines.append(f"""#pragma omp for schedule(static)
     for (int o = 0; o < {m.out_features}; o++) {{ const float *w = (const float *){wp} + (long)o * {m.in_features};
-        float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x}[i];
-        {y}[o] = s + {b}; }}""")
+        float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x.expr}[i];
+        {y.expr}[o] = s + {b}; }}""")
 
     def _elementwise(self, node: fx.Node, expr: str, inputs: list[fx.Node]) -> None:
-        n = _numel(node)
         ins = [self.where[a] for a in inputs]
-        y = self._new_buf(node)
+        if len({(b.padded, b.shape) for b in ins}) != 1:
+            raise Unsupported(f"{node.name}: operands in different layouts")
+        y = self._new_buf(node, ins[0].padded)
+        n = y.floats
         self.lines.append(f"""#pragma omp for schedule(static)
-    for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a}[i]" for a in ins])} ; {y}[i] = v; }}""")
+    for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a.expr}[i]" for a in ins])} ; {y.expr}[i] = v; }}""")
 
     def render(self) -> str:
         out_node = None
@@ -149,7 +205,14 @@ class NetworkRenderer:
             if node.op == "placeholder":
                 if self.where:
                     raise Unsupported("more than one input")
-                self.where[node] = "xb"
+                shape = _shape(node)
+                if len(shape) != 3:
+                    raise Unsupported("input is not an image batch")
+                b = self._new_buf(node, True)
+                c, h, w = shape
+                self.lines.append(f"""#pragma omp for schedule(static)
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
+        {b.at("c", "i", "j")} = xb[(long)c * {h * w} + i * {w} + j];""")
                 continue
             if node.op == "output":
                 out_node = node.args[0]
@@ -168,8 +231,10 @@ class NetworkRenderer:
                     self._linear(node, m)
                 elif isinstance(m, nn.ReLU):
                     self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
-                elif isinstance(m, nn.Identity | nn.Dropout | nn.Flatten):
+                elif isinstance(m, nn.Identity | nn.Dropout):
                     self.where[node] = self.where[node.args[0]]
+                elif isinstance(m, nn.Flatten):
+                    self._flatten(node)
                 else:
                     raise Unsupported(f"module {type(m).__name__}")
             elif node.op == "call_function" and node.target in _ADD and len(node.args) == 2 and \
@@ -179,7 +244,10 @@ class NetworkRenderer:
                 self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
             elif (node.op == "call_function" and node.target in _FLATTEN_FN) or \
                     (node.op == "call_method" and node.target in _ALIAS_METHODS):
-                self.where[node] = self.where[node.args[0]]
+                if len(_shape(node)) == 1 or not self.where[node.args[0]].padded:
+                    self._flatten(node)
+                else:
+                    raise Unsupported(f"{node.op} {node.target} to a spatial shape")
             elif node.op == "call_method" and node.target in ("relu", "relu_"):
                 self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
             else:
@@ -188,8 +256,15 @@ class NetworkRenderer:
             raise Unsupported("no output")
         self.out_floats = _numel(out_node)
         self.in_floats = _numel(next(n for n in self.gm.graph.nodes if n.op == "placeholder"))
-        copy_out = f"""#pragma omp for schedule(static)
-    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {self.where[out_node]}[i];"""
+        ob = self.where[out_node]
+        if ob.padded:
+            c, h, w = ob.shape
+            copy_out = f"""#pragma omp for schedule(static)
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
+        yb[(long)c * {h * w} + i * {w} + j] = {ob.at("c", "i", "j")};"""
+        else:
+            copy_out = f"""#pragma omp for schedule(static)
+    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {ob.expr}[i];"""
         body = "\n    ".join(self.lines + [copy_out])
         return ConvRenderer.header.format(vbytes=self.vw * 4) + "".join(self.funcs) + f"""
 void net_forward(int n, const float *restrict x, float *restrict y, void **B, void **S, void **P, int nthreads) {{
@@ -218,11 +293,11 @@ class NetworkKernel:
         self.out_shape = tuple(out_shape[1:])
         self.in_floats = r.in_floats
         self._keep = [*r.params]
-        self._bufs = [torch.empty(b.floats) for b in r.bufs]
+        self._bufs = [torch.zeros(b.floats) for b in r.bufs]  # zero borders, never written non-zero
         self._scratch = [torch.zeros(n) for n in r.scratch]
         self._P = (_P * max(1, len(r.params)))(*[t.data_ptr() for t in r.params])
         self._B = (_P * max(1, len(self._bufs)))(*[t.data_ptr() for t in self._bufs])
-        self._S = (_P * max(1, len(self._scratch)))(*[t.data_ptr() for t in self._scratch])
+        self._S = (_P * max(1, len(self._scratch)))(*[t.data_ptr() if t.numel() else 0 for t in self._scratch])
         self._lock = threading.Lock()  # buffers are shared: one call at a time
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
