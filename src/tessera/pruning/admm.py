@@ -4,10 +4,19 @@ Per constrained layer: Z = Π(W + U) (the scheme's Euclidean projection), U += W
 ρ/2 ‖W − Z + U‖². ρ grows geometrically at each update so the weights settle on the constraint set; then the
 layer is hard-masked with the scheme's mask of W and retrained. The projections are the pure functions in
 ``tessera.sparsity``; this file only keeps the auxiliary state and implements the trainer hooks.
+
+Learned pattern libraries (ECCV 2020): a pattern scheme whose library holds more patterns than its
+``num_patterns`` (e.g. all 56 candidates, recipe ``library: learn``) is shrunk inside this loop. Before each
+Z-update the patterns' usage on W + U (kept energy of the kernels choosing them) is counted, the least useful are
+dropped down to the size the schedule allows, and Z is projected onto the smaller library; the library reaches
+``num_patterns`` halfway through and stays there, so connectivity, duals and weights adapt to the final set.
+``library_scope`` "model" shares one library by all layers with the same K, "layer" learns one per layer.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +25,8 @@ from torch import nn
 from tessera.errors import ConfigError
 from tessera.pruning.sparsifier import original_weight
 from tessera.pruning.targets import Target
+from tessera.sparsity import PatternLibrary
+from tessera.sparsity.patterns import pattern_usage, shrink_library, shrink_schedule
 
 
 @dataclass
@@ -24,21 +35,26 @@ class ADMMConfig:
     rho_growth: float = 1.5
     rho_max: float = 0.1
     updates_per_epoch: int = 2
+    library_scope: str = "model"  # learned libraries: "model" (shared) or "layer"
 
     def __post_init__(self) -> None:
         if self.rho <= 0 or self.rho_growth < 1 or self.rho_max < self.rho or self.updates_per_epoch < 1:
             raise ConfigError("admm needs rho > 0, rho_growth >= 1, rho_max >= rho and updates_per_epoch >= 1")
+        if self.library_scope not in ("model", "layer"):
+            raise ConfigError(f"admm.library_scope must be 'model' or 'layer', got {self.library_scope!r}")
 
 
 class ADMM:
     """Trainer hook holding Z, U and ρ for each target; ``steps_per_epoch`` sets when Z and U update."""
 
-    def __init__(self, targets: list[Target], config: ADMMConfig, steps_per_epoch: int):
-        self.targets, self.cfg = targets, config
+    def __init__(self, targets: list[Target], config: ADMMConfig, steps_per_epoch: int, epochs: int = 1):
+        self.targets, self.cfg = list(targets), config
         self.every = max(1, steps_per_epoch // config.updates_per_epoch)
         self.rho = config.rho
         self.step_count = 0
+        self.updates = 0
         self.history: list[dict] = []
+        self.total_updates = max(1, epochs * steps_per_epoch // self.every)
         with torch.no_grad():
             self.Z = [self._project(original_weight(t.module), t) for t in targets]
             self.U = [torch.zeros_like(z) for z in self.Z]
@@ -54,9 +70,39 @@ class ADMM:
             total = total + (original_weight(t.module) - z + u).square().sum()
         return 0.5 * self.rho * total
 
+    # -- learned libraries ----------------------------------------------------------------------------------------
+    def _learning_groups(self) -> list[list[int]]:
+        """Indices of targets whose library is still larger than K, grouped by what shares a library."""
+        groups: dict[object, list[int]] = {}
+        for i, t in enumerate(self.targets):
+            lib = getattr(t.scheme, "library", None)
+            if lib is None or len(lib) <= t.scheme.num_patterns:
+                continue
+            key = i if self.cfg.library_scope == "layer" else (t.scheme.num_patterns, lib.to_json())
+            groups.setdefault(key, []).append(i)
+        return list(groups.values())
+
+    def _shrink_libraries(self) -> None:
+        for group in self._learning_groups():
+            t0 = self.targets[group[0]]
+            lib, k = t0.scheme.library, t0.scheme.num_patterns
+            size = shrink_schedule(len(lib), k, max(1, self.total_updates - self.updates))[0]
+            ws = [original_weight(self.targets[i].module).detach() + self.U[i] for i in group]
+            new = shrink_library(lib, pattern_usage(ws, lib), size)
+            for i in group:
+                self.targets[i] = dataclasses.replace(self.targets[i],
+                                                      scheme=self.targets[i].scheme.with_library(new))
+
+    def libraries(self) -> dict[str, list[list[int]]]:
+        """Current library of every pattern layer, as kept-index lists (JSON-ready)."""
+        return {t.name: json.loads(t.scheme.library.to_json()) for t in self.targets
+                if getattr(t.scheme, "library", None) is not None}
+
     @torch.no_grad()
     def update(self) -> dict:
         """One dual step for every layer; returns the primal residual ‖W − Z‖ / ‖W‖ (how far from sparse)."""
+        self._shrink_libraries()
+        self.updates += 1
         num, den = 0.0, 0.0
         for i, t in enumerate(self.targets):
             w = original_weight(t.module).detach()
@@ -77,9 +123,16 @@ class ADMM:
     # -- checkpoint hooks -------------------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = {f"Z.{i}": z for i, z in enumerate(self.Z)} | {f"U.{i}": u for i, u in enumerate(self.U)}
-        return tensors, {"rho": self.rho, "step_count": self.step_count, "history": self.history}
+        return tensors, {"rho": self.rho, "step_count": self.step_count, "updates": self.updates,
+                         "history": self.history, "libraries": self.libraries()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         self.Z = [tensors[f"Z.{i}"].clone() for i in range(len(self.targets))]
         self.U = [tensors[f"U.{i}"].clone() for i in range(len(self.targets))]
         self.rho, self.step_count, self.history = meta["rho"], meta["step_count"], meta["history"]
+        self.updates = meta.get("updates", 0)
+        libs = meta.get("libraries", {})
+        for i, t in enumerate(self.targets):
+            if t.name in libs:
+                lib = PatternLibrary.from_json(json.dumps(libs[t.name]))
+                self.targets[i] = dataclasses.replace(t, scheme=t.scheme.with_library(lib))

@@ -6,6 +6,7 @@ stopped. The final model is written only once everything succeeded.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -103,12 +104,17 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     p = recipe.pruning
     sparsifier = Sparsifier(p.targets, p.defaults)
     targets = sparsifier.select(model)
+    learning = [t.name for t in targets if getattr(t.scheme, "library", None) is not None
+                and len(t.scheme.library) > t.scheme.num_patterns]
+    if learning and not (p.algorithm == "admm" and p.admm.train.epochs > 0):
+        raise ConfigError(f"library: learn (layer {learning[0]}) needs pruning.algorithm admm with "
+                          "admm.train.epochs > 0: the library is learned inside the ADMM loop")
     epochs = {"baseline": int(base_meta.get("epochs", 0))}
     seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
     if p.algorithm == "admm" and p.admm.train.epochs > 0:
         t1 = time.perf_counter()
         steps = math.ceil(len(train) / p.admm.train.batch_size)
-        admm = ADMM(targets, p.admm, steps)
+        admm = ADMM(targets, p.admm, steps, p.admm.train.epochs)
         tr = Trainer(model, train, test, p.admm.train, hooks=[admm], checkpoint_dir=out, name="admm",
                      progress=progress)
         tr.resume()
@@ -116,6 +122,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
         epochs["admm"], seconds["admm"] = p.admm.train.epochs, time.perf_counter() - t1
         if admm.history:
             log(f"ADMM: residual |W-Z|/|W| = {admm.history[-1]['residual']:.4f}, rho = {admm.rho:.3g}")
+        sparsifier.targets = targets = admm.targets  # learned libraries, if any, are the final ones
     sparsifier.prepare(model)
     sparsifier.step()
     log(f"hard-pruned: {evaluate(model, test):.2f}% before retraining")
@@ -128,8 +135,6 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     acc = evaluate(model, test)
     schemes = {t.name: t.scheme.name for t in targets}
     libs = {t.scheme.library.to_json() for t in targets if getattr(t.scheme, "library", None) is not None}
-    import json
-
     library = json.loads(next(iter(libs))) if len(libs) == 1 else None
     result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds)
     result.model_path = str(out / "model.safetensors")
@@ -137,6 +142,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
         "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
         "normalise": {"mean": list(train.mean), "std": list(train.std)}, "schemes": schemes,
         "input_shape": [1, *train.shape],
+        "libraries": {t.name: json.loads(t.scheme.library.to_json()) for t in targets
+                      if getattr(t.scheme, "library", None) is not None},
     })
     seconds["total"] = time.perf_counter() - t0
     return result

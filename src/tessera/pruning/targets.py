@@ -109,6 +109,8 @@ def _resolve_library(params: dict) -> dict:
         params.pop("library", None)
     elif lib == "default":
         params["library"] = PatternLibrary.default(int(params.get("num_patterns", 8)))
+    elif lib in ("learn", "learn126"):  # start from every candidate; ADMM shrinks it to num_patterns
+        params["library"] = PatternLibrary.full(centre=lib == "learn")
     elif isinstance(lib, PatternLibrary):
         pass
     elif isinstance(lib, list):
@@ -116,7 +118,8 @@ def _resolve_library(params: dict) -> dict:
 
         params["library"] = PatternLibrary.from_json(json.dumps(lib))
     else:
-        raise ConfigError("library must be 'extract', 'default' or a list of kept-index lists like [[1, 3, 4, 5]]")
+        raise ConfigError("library must be 'extract', 'default', 'learn', 'learn126' or a list of kept-index lists "
+                          "like [[1, 3, 4, 5]]")
     return params
 
 

@@ -190,3 +190,41 @@ def pattern_connectivity_mask(
     best = scores.argmax(1)
     kept = connectivity_keep_mask(scores.max(1).values.reshape(w.shape[0], w.shape[1]), keep, per_filter)
     return library.patterns[best].reshape(w.shape) & kept[:, :, None, None]
+
+
+def pattern_usage(weights: Sequence[torch.Tensor], library: PatternLibrary) -> torch.Tensor:
+    """How useful each library pattern is: the kept L2 energy of the kernels that choose it, summed (K,).
+
+    This is the ECCV 2020 selection signal: patterns that few kernels pick, or that keep little energy when they
+    are picked, are the ones to drop first.
+    """
+    usage = torch.zeros(len(library), dtype=torch.float64)
+    for w in weights:
+        scores = pattern_scores(w, library).double()
+        best = scores.max(1)
+        usage.index_add_(0, best.indices, best.values)
+    return usage
+
+
+def shrink_library(library: PatternLibrary, usage: torch.Tensor, size: int) -> PatternLibrary:
+    """Keep the ``size`` most used patterns (ties: earlier pattern first), in the library's order."""
+    if not 1 <= size <= len(library):
+        raise ConfigError(f"cannot shrink a {len(library)}-pattern library to {size}")
+    order = sorted(range(len(library)), key=lambda i: (-float(usage[i]), i))
+    return PatternLibrary(library.patterns[sorted(order[:size])])
+
+
+def shrink_schedule(start: int, final: int, updates: int) -> list[int]:
+    """Library size after each of ``updates`` shrink steps: geometric from ``start`` to ``final``, reached at
+    the midpoint so the second half trains with the final library. Monotone non-increasing.
+
+    >>> shrink_schedule(56, 8, 6)
+    [29, 15, 8, 8, 8, 8]
+    """
+    if final > start or final < 1 or updates < 1:
+        raise ConfigError(f"cannot shrink {start} patterns to {final} in {updates} steps")
+    reach = max(1, updates // 2)
+    sizes = [max(final, round(start * (final / start) ** ((i + 1) / reach))) for i in range(updates)]
+    for i in range(1, len(sizes)):
+        sizes[i] = min(sizes[i], sizes[i - 1])
+    return sizes
