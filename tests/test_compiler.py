@@ -101,7 +101,8 @@ def test_zoo_models_compile_and_match(name, network):
     m = pruned(name, cin)
     x = torch.randn(2, cin, 32, 32)
     cm = tessera.runtime.compile(m, x, threads=2, network=network, _force="sparse")
-    assert (cm.network is not None) == network
+    native = network and name != "mobilenetv2"  # depthwise convs and ReLU6 run layer by layer
+    assert (cm.network is not None) == native, cm.network_reason
     assert sum(p.decision.backend == "sparse" for p in cm.plans) >= 4
     with torch.no_grad():
         assert rel_err(cm(x), m(x)) <= 1e-5

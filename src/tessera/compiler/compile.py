@@ -150,7 +150,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         m.kernel = lib.kernel(d.index) if d.backend == "sparse" else None
         if log:
             log(f"{lay.source}: {d.backend} ({d.reason})")
-    out = Compiled(gm, [plans[lay.name] for lay in layers], None, "layer-by-layer: no C compiler")
+    why_not = "no C compiler" if not have_cc else "whole-network mode not requested"
+    out = Compiled(gm, [plans[lay.name] for lay in layers], None, f"layer-by-layer: {why_not}")
     if have_cc and network is not False and force != "dense":
         _attach_network(out, example, threads, vw, network, log)
     return out

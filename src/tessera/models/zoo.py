@@ -106,3 +106,55 @@ def resnet32(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> Ci
 @register_model
 def resnet56(in_channels: int = 3, num_classes: int = 10, width: int = 16) -> CifarResNet:
     return CifarResNet(56, in_channels, num_classes, width)
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2 block: 1x1 expand, 3x3 depthwise, 1x1 project (linear), residual when shapes match."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6(inplace=True)]
+        layers += [
+            nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False), nn.BatchNorm2d(hidden),
+            nn.ReLU6(inplace=True), nn.Conv2d(hidden, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        ]
+        self.conv = nn.Sequential(*layers)
+        self.use_res = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """CIFAR-style MobileNetV2 (stride-1 stem, first strides removed for small inputs): 1x1-heavy, for UBP."""
+
+    # (expansion, out channels, repeats, stride) as in Sandler et al. 2018, strides adapted to 32x32 inputs
+    SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+                (6, 320, 1, 1))
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10, width: float = 1.0):
+        super().__init__()
+        c = max(8, int(32 * width))
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c),
+                                   nn.ReLU6(inplace=True)]
+        for t, ch, n, s in self.SETTINGS:
+            out = max(8, int(ch * width))
+            for i in range(n):
+                layers.append(InvertedResidual(c, out, s if i == 0 else 1, t))
+                c = out
+        last = max(8, int(1280 * width))
+        layers += [nn.Conv2d(c, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(last, num_classes)
+
+    def forward(self, x):
+        return self.classifier(self.pool(self.features(x)).flatten(1))
+
+
+@register_model
+def mobilenetv2(in_channels: int = 3, num_classes: int = 10, width: float = 1.0) -> MobileNetV2:
+    return MobileNetV2(in_channels, num_classes, width)
