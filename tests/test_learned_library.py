@@ -90,3 +90,17 @@ def test_learning_resumes_with_same_library_and_masks(tmp_path):
     assert admm_a.libraries() == admm_b.libraries()
     for k, v in s_a.masks().items():
         assert torch.equal(v, s_b.masks()[k])
+
+
+def test_library_figure_and_counts(tmp_path):
+    from tessera.report.figures import library_figure
+    from tessera.sparsity import pattern_mask
+    from tessera.sparsity.patterns import pattern_counts
+
+    lib = PatternLibrary.default(6)
+    w = torch.randn(8, 4, 3, 3)
+    m = pattern_mask(w, lib)
+    counts = pattern_counts(m, lib)
+    assert int(counts.sum()) == 32
+    png = library_figure(lib, {"a": m, "b": pattern_mask(torch.randn(4, 4, 3, 3), lib)}, tmp_path / "lib.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

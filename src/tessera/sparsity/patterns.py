@@ -228,3 +228,12 @@ def shrink_schedule(start: int, final: int, updates: int) -> list[int]:
     for i in range(1, len(sizes)):
         sizes[i] = min(sizes[i], sizes[i - 1])
     return sizes
+
+
+def pattern_counts(mask: torch.Tensor, library: PatternLibrary) -> torch.Tensor:
+    """How many kept kernels of a 3x3 mask use each library pattern (K,); kernels outside the library are not
+    counted (check ``counts.sum()`` against the kept kernels to detect them)."""
+    rows = kernel_patterns(mask).reshape(-1, 9)
+    rows = rows[rows.any(1)]
+    match = (rows[:, None, :] == library.patterns[None, :, :]).all(-1)  # (kernels, K)
+    return match.sum(0)
