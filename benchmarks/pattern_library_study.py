@@ -18,8 +18,8 @@ import statistics
 from pathlib import Path
 
 import yaml
-from common import RESULTS_DIR, machine, save_json, stamp, write_section
 
+from common import RESULTS_DIR, machine, save_json, stamp, write_section
 from tessera.models import load_model
 from tessera.pruning.job import run_recipe
 from tessera.pruning.recipe import recipe_from_dict
