@@ -26,7 +26,7 @@ from torch import nn
 import tessera
 from common import machine, save_json, stamp, write_section
 from tessera.models import create_model
-from tessera.pruning.sparsifier import Sparsifier
+from tessera.pruning.sparsifier import prune_oneshot
 from tessera.sparsity import PatternLibrary, pattern_connectivity_mask, pattern_mask
 
 QUICK = "--quick" in sys.argv
@@ -110,11 +110,8 @@ def prune_model(name: str, cin: int) -> nn.Module:
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.normal_(0, 0.1)
             mod.running_var.uniform_(0.5, 2)
-    s = Sparsifier([{"op": "Conv2d", "kernel": 3}, {"name": "stem.0|features.0", "skip": True}],
-                   {"scheme": "pattern_connectivity", "num_patterns": 8, "keep": 1 / 3.6})
-    s.prepare(m)
-    s.step()
-    return s.squash_mask().eval()
+    return prune_oneshot(m, [{"op": "Conv2d", "kernel": 3}, {"name": "stem.0|features.0", "skip": True}],
+                         {"scheme": "pattern_connectivity", "num_patterns": 8, "keep": 1 / 3.6}).eval()
 
 
 def model_part(threads: int) -> list[dict]:

@@ -11,7 +11,7 @@ import tessera.runtime
 from tessera.compiler.formats import pack_conv, unpack_conv
 from tessera.errors import CheckpointError, CompileError
 from tessera.models import create_model, list_models
-from tessera.pruning.sparsifier import Sparsifier
+from tessera.pruning.sparsifier import prune_oneshot
 from tessera.sparsity import PatternLibrary, connectivity_mask, pattern_connectivity_mask, pattern_mask
 
 LIB = PatternLibrary.default(8)
@@ -87,11 +87,8 @@ def pruned(name, cin):
         if isinstance(mod, nn.BatchNorm2d):
             mod.running_mean.normal_(0, 0.1)
             mod.running_var.uniform_(0.5, 2)
-    s = Sparsifier([{"op": "Conv2d", "kernel": 3}], {"scheme": "pattern_connectivity", "num_patterns": 8,
-                                                     "keep": 0.3})
-    s.prepare(m)
-    s.step()
-    return s.squash_mask()
+    return prune_oneshot(m, [{"op": "Conv2d", "kernel": 3}], {"scheme": "pattern_connectivity", "num_patterns": 8,
+                                                              "keep": 0.3})
 
 
 @pytest.mark.parametrize("network", [False, True])

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from helpers import InterruptAt
 from tessera.data import digits
 from tessera.models import create_model
 from tessera.pruning.admm import ADMM, ADMMConfig
@@ -48,15 +49,8 @@ def learn(ckpt, scope="model", interrupt_at=None, k=4):
     admm = ADMM(targets, ADMMConfig(rho=0.01, updates_per_epoch=4, library_scope=scope), steps, 2)
     rec = Recorder(admm)
     hooks = [admm, rec]
-    if interrupt_at:
-        class Stop:
-            n = 0
-
-            def after_step(self):
-                Stop.n += 1
-                if Stop.n == interrupt_at:
-                    raise KeyboardInterrupt
-        hooks.append(Stop())
+    if interrupt_at is not None:
+        hooks.append(InterruptAt(interrupt_at))
     tr = Trainer(m, train, None, TrainConfig(epochs=2, batch_size=64, lr=0.02), hooks=hooks,
                  checkpoint_dir=ckpt, name="admm", progress=False)
     tr.resume()

@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from helpers import InterruptAt
 from tessera.data import digits
 from tessera.errors import ConfigError, ShapeError
 from tessera.models import create_model
@@ -98,14 +99,7 @@ def admm_run(ckpt_dir, epochs=2, interrupt_at=None, seed=0):
     admm = ADMM(targets, ADMMConfig(rho=0.01, updates_per_epoch=3), math.ceil(len(train) / 64))
     hooks = [admm, ConstraintChecker(admm)]
     if interrupt_at is not None:
-        class Stop:
-            n = 0
-
-            def after_step(self):
-                Stop.n += 1
-                if Stop.n == interrupt_at:
-                    raise KeyboardInterrupt
-        hooks.append(Stop())
+        hooks.append(InterruptAt(interrupt_at))
     tr = Trainer(m, train, None, cfg, hooks=hooks, checkpoint_dir=ckpt_dir, name="admm", progress=False)
     tr.resume()
     tr.fit()

@@ -90,3 +90,17 @@ class Sparsifier:
             if parametrize.is_parametrized(t.module, "weight"):
                 parametrize.remove_parametrizations(t.module, "weight", leave_parametrized=True)
         return self.model
+
+
+def prune_oneshot(model: nn.Module, targets: Sequence[Mapping], defaults: Mapping | None = None) -> nn.Module:
+    """One-shot pruning without training: prepare, one mask step from the current weights, squash.
+
+    >>> from tessera.models import create_model
+    >>> m = prune_oneshot(create_model("vgg_tiny"), [{"op": "Conv2d"}], {"scheme": "magnitude", "keep": 0.5})
+    >>> round(float((m.features[0].weight != 0).float().mean()), 2)
+    0.5
+    """
+    s = Sparsifier(targets, defaults)
+    s.prepare(model)
+    s.step()
+    return s.squash_mask()
