@@ -21,6 +21,7 @@ from tessera.models import create_model, load_model, save_model
 from tessera.pruning.admm import ADMM
 from tessera.pruning.recipe import Recipe
 from tessera.pruning.sparsifier import Sparsifier
+from tessera.pruning.targets import select_targets
 from tessera.pruning.trainer import Trainer, evaluate
 from tessera.sparsity import analyse_conv
 
@@ -98,6 +99,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     train, test = load_dataset(recipe.data.name, recipe.data.root)
     out = Path(recipe.output)
     t0 = time.perf_counter()
+    # check the targets on an untrained copy first: a typo must not cost a baseline training run
+    skeleton = create_model(recipe.model.name, in_channels=train.shape[0], num_classes=train.num_classes,
+                            **recipe.model.args)
+    select_targets(skeleton, recipe.pruning.targets, recipe.pruning.defaults)
     model, base_meta = baseline_model(recipe, train, test, progress)
     base_acc = evaluate(model, test)
     log(f"baseline {recipe.model.name}: {base_acc:.2f}% test accuracy")
