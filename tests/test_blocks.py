@@ -78,3 +78,29 @@ def test_bad_input(kwargs, error, match):
     args = {"scores": torch.rand(8, 3), "n": 2, "num_blocks": 3, "method": "optimal"} | kwargs
     with pytest.raises(error, match=match):
         select_blocks(**args)
+
+
+def test_block_scheme_gradual_recipe(tmp_path):
+    """UBP end to end on digits: gradual cubic schedule with BED re-run inside training, then fine-tuning."""
+    from tessera.pruning.job import run_recipe
+    from tessera.pruning.recipe import recipe_from_dict
+
+    recipe = recipe_from_dict({
+        "data": {"name": "digits"}, "model": {"name": "vgg_tiny", "args": {"width": 8}},
+        "baseline": {"train": {"epochs": 1, "batch_size": 64}},
+        "pruning": {"algorithm": "gradual", "defaults": {"scheme": "block", "n": 4, "keep": 0.25},
+                    "targets": [{"op": "Conv2d", "exclude": ["features.0"]}],
+                    "gradual": {"updates_per_epoch": 3, "train": {"epochs": 1, "batch_size": 64}},
+                    "retrain": {"epochs": 1, "batch_size": 64}},
+        "output": str(tmp_path)})
+    result = run_recipe(recipe, progress=False, log=lambda *_: None)
+    for layer in result.layers[1:]:
+        assert layer.kept == round(0.25 * layer.total / 4) * 4
+
+
+def test_cubic_schedule_monotone():
+    from tessera.pruning.gradual import cubic_keep
+
+    ks = [cubic_keep(0.1, p / 10) for p in range(11)]
+    assert ks[0] == 1.0 and ks[-1] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(ks, ks[1:], strict=False))

@@ -19,6 +19,7 @@ from tessera.data import load_dataset
 from tessera.errors import ConfigError
 from tessera.models import create_model, load_model, save_model
 from tessera.pruning.admm import ADMM
+from tessera.pruning.gradual import GradualPruner
 from tessera.pruning.recipe import Recipe
 from tessera.pruning.sparsifier import Sparsifier
 from tessera.pruning.targets import select_targets
@@ -129,6 +130,15 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
             log(f"ADMM: residual |W-Z|/|W| = {admm.history[-1]['residual']:.4f}, rho = {admm.rho:.3g}")
         sparsifier.targets = targets = admm.targets  # learned libraries, if any, are the final ones
     sparsifier.prepare(model)
+    if p.algorithm == "gradual" and p.gradual.train.epochs > 0:
+        t1 = time.perf_counter()
+        steps = math.ceil(len(train) / p.gradual.train.batch_size)
+        grad = GradualPruner(sparsifier, p.gradual, steps, p.gradual.train.epochs)
+        tr = Trainer(model, train, test, p.gradual.train, hooks=[grad], checkpoint_dir=out, name="gradual",
+                     progress=progress)
+        tr.resume()
+        tr.fit()
+        epochs["gradual"], seconds["gradual"] = p.gradual.train.epochs, time.perf_counter() - t1
     sparsifier.step()
     log(f"hard-pruned: {evaluate(model, test):.2f}% before retraining")
     t2 = time.perf_counter()

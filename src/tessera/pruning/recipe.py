@@ -15,6 +15,7 @@ import yaml
 
 from tessera.errors import ConfigError, TesseraError
 from tessera.pruning.admm import ADMMConfig
+from tessera.pruning.gradual import GradualConfig
 from tessera.pruning.trainer import TrainConfig
 
 
@@ -42,16 +43,22 @@ class ADMMSection(ADMMConfig):
 
 
 @dataclass
+class GradualSection(GradualConfig):
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=0.01, schedule="cosine"))
+
+
+@dataclass
 class PruningSection:
-    algorithm: str = "admm"  # admm | oneshot
+    algorithm: str = "admm"  # admm | gradual | oneshot
     defaults: dict = field(default_factory=lambda: {"scheme": "pattern_connectivity"})
     targets: list = field(default_factory=lambda: [{"op": "Conv2d", "kernel": 3}])
     admm: ADMMSection = field(default_factory=ADMMSection)
+    gradual: GradualSection = field(default_factory=GradualSection)
     retrain: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=4, lr=0.01, schedule="cosine"))
 
     def __post_init__(self) -> None:
-        if self.algorithm not in ("admm", "oneshot"):
-            raise ConfigError(f"pruning.algorithm must be 'admm' or 'oneshot', got {self.algorithm!r}")
+        if self.algorithm not in ("admm", "gradual", "oneshot"):
+            raise ConfigError(f"pruning.algorithm must be 'admm', 'gradual' or 'oneshot', got {self.algorithm!r}")
 
 
 @dataclass

@@ -168,6 +168,37 @@ class NMScheme:
         return nm_mask(w, self.n, self.m)
 
 
+@register_scheme
+@dataclass(frozen=True)
+class BlockScheme:
+    """Blocks of N consecutive output channels x 1 input (UBP): ``method`` aligned, optimal or bed.
+
+    A conv weight is viewed as the Cout x (Cin*kh*kw) matrix; importance is w**2. ``keep`` is the fraction of
+    weights kept, i.e. round(keep * numel / N) blocks.
+    """
+
+    name: ClassVar[str] = "block"
+    n: int = 4
+    keep: float = 0.2
+    method: str = "bed"
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+        if self.method not in ("aligned", "optimal", "bed"):
+            raise ConfigError(f"block method must be aligned, optimal or bed, got {self.method!r}")
+
+    def check(self, w: torch.Tensor) -> None:
+        self.mask(w[: max(self.n, 1)] if w.shape[0] >= self.n else w)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        from tessera.sparsity.blocks import select_blocks
+
+        mat = w.detach().reshape(w.shape[0], -1).double().square()
+        k = round(self.keep * mat.numel() / self.n)
+        k = min(k, (mat.shape[0] // self.n) * mat.shape[1]) if mat.shape[0] >= self.n else k
+        return select_blocks(mat, self.n, k, self.method).mask.reshape(w.shape)
+
+
 def needs_library(scheme: Scheme) -> bool:
     return isinstance(scheme, _LibraryScheme)
 
