@@ -36,12 +36,14 @@ ROUNDS, PER_ROUND = (3, 5) if QUICK else (9, 15)
 
 
 def interleaved(fns: dict, rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict:
-    for fn in fns.values():  # warm-up
-        for _ in range(3):
-            fn()
+    """Median of per-round medians. Before each round: a pause (the previous contender's spinning worker
+    threads go idle and stop stealing cores) and two untimed calls (this contender's threads wake up)."""
     meds = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
+            time.sleep(0.03)
+            fn()
+            fn()
             ts = []
             for _ in range(per_round):
                 t0 = time.perf_counter()

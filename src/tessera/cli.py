@@ -119,6 +119,8 @@ def _bench(args) -> int:
                 fn()
         for _ in range(args.rounds):  # interleaved rounds: drifts of a noisy machine hit every contender alike
             for k, fn in contenders.items():
+                time.sleep(0.03)  # let the previous runtime's spinning threads go idle
+                fn()
                 t0 = time.perf_counter()
                 for _ in range(10):
                     fn()

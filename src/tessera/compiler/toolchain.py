@@ -103,24 +103,14 @@ def compile_cached(source: str) -> Path:
     return so
 
 
-_SPIN_SET = False
-
-
-def _keep_workers_spinning() -> None:
-    """OpenMP workers that sleep between layers cost milliseconds to wake on a VM: let them spin a while.
-
-    libgomp reads this once, when the first kernel library loads; a user's own setting wins.
-    """
-    global _SPIN_SET
-    if not _SPIN_SET:
-        os.environ.setdefault("GOMP_SPINCOUNT", "20000000")
-        _SPIN_SET = True
-
-
 @functools.cache
 def load_library(path: str) -> ctypes.CDLL:
-    """Load a built kernel library; an OSError becomes a message saying what to do."""
-    _keep_workers_spinning()
+    """Load a built kernel library; an OSError becomes a message saying what to do.
+
+    Worker threads: libgomp's default wait policy spins ~300k pauses (a few ms) before sleeping, enough to stay
+    awake across the layers of one inference; the whole-network function opens a single parallel region per
+    call, so threads wake once per inference. OMP_WAIT_POLICY / GOMP_SPINCOUNT set by the user are respected.
+    """
     try:
         return ctypes.CDLL(path)
     except OSError as exc:
