@@ -35,6 +35,8 @@ class Decision:
 
 
 def median_ms(fn, repeats: int, warmup: int = 2, budget_s: float = 0.25) -> float:
+    """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first)."""
+    time.sleep(0.005)
     for _ in range(warmup):
         fn()
     times = []
