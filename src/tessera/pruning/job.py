@@ -103,18 +103,17 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     # check the targets on an untrained copy first: a typo must not cost a baseline training run
     skeleton = create_model(recipe.model.name, in_channels=train.shape[0], num_classes=train.num_classes,
                             **recipe.model.args)
-    select_targets(skeleton, recipe.pruning.targets, recipe.pruning.defaults)
-    model, base_meta = baseline_model(recipe, train, test, progress)
-    base_acc = evaluate(model, test)
-    log(f"baseline {recipe.model.name}: {base_acc:.2f}% test accuracy")
     p = recipe.pruning
-    sparsifier = Sparsifier(p.targets, p.defaults)
-    targets = sparsifier.select(model)
-    learning = [t.name for t in targets if getattr(t.scheme, "library", None) is not None
-                and len(t.scheme.library) > t.scheme.num_patterns]
+    learning = [t.name for t in select_targets(skeleton, p.targets, p.defaults)
+                if getattr(t.scheme, "library", None) is not None and len(t.scheme.library) > t.scheme.num_patterns]
     if learning and not (p.algorithm == "admm" and p.admm.train.epochs > 0):
         raise ConfigError(f"library: learn (layer {learning[0]}) needs pruning.algorithm admm with "
                           "admm.train.epochs > 0: the library is learned inside the ADMM loop")
+    model, base_meta = baseline_model(recipe, train, test, progress)
+    base_acc = evaluate(model, test)
+    log(f"baseline {recipe.model.name}: {base_acc:.2f}% test accuracy")
+    sparsifier = Sparsifier(p.targets, p.defaults)
+    targets = sparsifier.select(model)
     epochs = {"baseline": int(base_meta.get("epochs", 0))}
     seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
     if p.algorithm == "admm" and p.admm.train.epochs > 0:
