@@ -45,6 +45,9 @@ def test_prune_end_to_end(tmp_path, capsys):
     ({"pruning": {**QUICK["pruning"], "defaults": {"scheme": "pattern_connectivity", "keep": 1.5}}}, r"\(0, 1\]"),
     ({"pruning": {**QUICK["pruning"], "targets": [{"name": "conv9"}]}}, "matches no layer"),
     ({"data": {"name": "fashion_mnist", "root": "/nonexistent"}}, "dataset-fashion-mnist"),
+    ({"pruning": {**QUICK["pruning"], "algorithm": "oneshot",
+                  "defaults": {"scheme": "pattern", "num_patterns": 4, "library": "learn"}}},
+     "needs pruning.algorithm admm"),
 ])
 def test_bad_recipes_fail_with_one_line_and_write_nothing(tmp_path, capsys, patch, match):
     out = tmp_path / "out"
