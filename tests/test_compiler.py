@@ -13,6 +13,7 @@ from tessera.errors import CheckpointError, CompileError
 from tessera.models import create_model, list_models
 from tessera.pruning.sparsifier import prune_oneshot
 from tessera.sparsity import PatternLibrary, connectivity_mask, pattern_connectivity_mask, pattern_mask
+from tessera.sparsity.patterns import grouped_pattern_connectivity_mask
 
 LIB = PatternLibrary.default(8)
 
@@ -24,6 +25,8 @@ def sparsify(w, kind, seed=0):
         return w * pattern_mask(w, LIB)
     if kind == "pattern_connectivity":
         return w * pattern_connectivity_mask(w, LIB, 0.3)
+    if kind == "pattern_group":  # filters in aligned groups share kernels and patterns
+        return w * grouped_pattern_connectivity_mask(w, LIB, 0.3, 4 if w.shape[0] % 4 == 0 else 2)
     return w * connectivity_mask(w, 0.4)
 
 
@@ -34,8 +37,8 @@ def rel_err(a, b):
 @st.composite
 def conv_cases(draw):
     k = draw(st.sampled_from([1, 3, 3, 3, 5]))
-    kind = draw(st.sampled_from(["dense", "pattern", "pattern_connectivity", "connectivity"] if k == 3
-                                else ["dense", "connectivity"]))
+    kind = draw(st.sampled_from(["dense", "pattern", "pattern_connectivity", "connectivity", "pattern_group"]
+                                if k == 3 else ["dense", "connectivity"]))
     cin = draw(st.integers(1, 512))
     cout = draw(st.integers(1, 512))
     stride = draw(st.sampled_from([1, 2]))
@@ -68,13 +71,15 @@ def test_sparse_conv_matches_torch(case, relu):
         assert rel_err(cm(x), model(x)) <= 1e-5
 
 
-@given(st.integers(1, 40), st.integers(1, 40), st.sampled_from(["pattern", "pattern_connectivity", "connectivity"]),
-       st.integers(0, 999))
+@given(st.integers(1, 40), st.integers(1, 40),
+       st.sampled_from(["pattern", "pattern_connectivity", "connectivity", "pattern_group"]), st.integers(0, 999))
 def test_fkw_roundtrip(cout, cin, kind, seed):
     w = sparsify(torch.randn(cout, cin, 3, 3, generator=torch.Generator().manual_seed(seed)), kind)
     p = pack_conv(w)
     assert torch.equal(unpack_conv(p), w)
     assert sorted(p.reorder.tolist()) == list(range(cout))
+    if kind == "pattern_group" and cout % 4 == 0 and cout > 4:
+        assert p.group == 4
     b = p.bytes()
     if kind == "pattern_connectivity" and cin * cout >= 256:  # tiny layers are dominated by offsets
         assert b["fkw"] < b["csr"] < b["dense"]

@@ -107,3 +107,22 @@ def test_library_from_masks():
     m = pattern_mask(weights(8, 8, 1), lib)
     got = library_from_masks([m])
     assert {tuple(p.tolist()) for p in got.patterns} <= {tuple(p.tolist()) for p in lib.patterns}
+
+
+def test_grouped_projection_bruteforce():
+    """Groups of 2 filters sharing kept channels and patterns: brute force over every feasible choice."""
+    from tessera.sparsity.patterns import grouped_pattern_connectivity_mask
+
+    w = weights(4, 2, 11)  # 2 groups x 2 channels = 4 group-columns, keep 2 of them
+    lib = PatternLibrary.default(3)
+    mask = grouped_pattern_connectivity_mask(w, lib, 0.5, group=2)
+    cols = list(itertools.product(range(2), range(2)))  # (group, channel)
+    best = float("inf")
+    for kept in itertools.combinations(cols, 2):
+        for pats in itertools.product(range(3), repeat=2):
+            m = torch.zeros_like(w, dtype=torch.bool)
+            for (g, c), p in zip(kept, pats, strict=True):
+                m[2 * g : 2 * g + 2, c] = lib.patterns[p].reshape(3, 3)
+            best = min(best, float((w - w * m).square().sum()))
+    assert float((w - w * mask).square().sum()) == pytest.approx(best, rel=1e-6)
+    assert torch.equal(mask[0], mask[1]) and torch.equal(mask[2], mask[3])

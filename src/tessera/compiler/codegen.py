@@ -159,23 +159,29 @@ static void {name}(const float *restrict x, float *restrict xp) {{
 """
 
     def _pattern_loop(self, q: int, taps: tuple[int, ...]) -> str:
-        r, vw = self.k.r, self.k.vw
+        """One pattern's kernels: each tap's input vectors are loaded once and feed every filter of the unit."""
+        r, vw, F = self.k.r, self.k.vw, self.p.group
         lines = [f"        for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{",
                  f"            const float *s = xt + (long)cidx[k] * {self.g.plane};",
-                 f"            const float *wk = wt + (long)k * {self.p.tmax};"]
+                 f"            const float *wk = wt + (long)k * {F * self.p.tmax};"]
         for i, tap in enumerate(taps):
             off = self.g.tap_offset(tap)
-            lines.append(f"            {{ const float w = wk[{i}];")
+            ws = " ".join(f"const float w{f} = wk[{f * self.p.tmax + i}];" for f in range(F))
+            lines.append(f"            {{ {ws}")
             for j in range(r):
-                lines.append(f"              a{j} += w * ld(s + {off + j * vw});")
+                if F == 1:
+                    lines.append(f"              a0_{j} += w0 * ld(s + {off + j * vw});")
+                else:
+                    fmas = " ".join(f"a{f}_{j} += w{f} * x;" for f in range(F))
+                    lines.append(f"              {{ const vf x = ld(s + {off + j * vw}); {fmas} }}")
             lines.append("            }")
         lines.append("        }")
         return "\n".join(lines)
 
-    def _epilogue(self) -> str:
+    def _epilogue(self, acc: str = "a0_") -> str:
         g, T, vw = self.g, self.tile, self.k.vw
         if self.vector_out:
-            return self._vector_epilogue()
+            return self._vector_epilogue(acc)
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
         if self.padded_io:  # into the padded output: row stride WO+2, one pixel of border
@@ -184,7 +190,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             plane, index = g.ho * g.wo, f"yo * {g.wo} + xo + u"
         return f"""
         float tmp[{T}] __attribute__((aligned(64)));
-        {" ".join(f"st(tmp + {j * vw}, a{j});" for j in range(self.k.r))}
+        {" ".join(f"st(tmp + {j * vw}, {acc}{j});" for j in range(self.k.r))}
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * {plane};
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
@@ -202,7 +208,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             j += run;
         }}"""
 
-    def _vector_epilogue(self) -> str:
+    def _vector_epilogue(self, acc: str) -> str:
         """Whole-vector stores into the padded output; columns past the image get 0 (they are its border)."""
         g, T, vw, r = self.g, self.tile, self.k.vw, self.k.r
         plane, shift = padded_plane(g.ho, g.wo), g.wph + 1
@@ -216,7 +222,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             lines.append("        const float *ro = res + base;")
         body = []
         for j in range(r):
-            e = f"a{j} + bf" + (f" + ld(ro + {j * vw})" if self.residual else "")
+            e = f"{acc}{j} + bf" + (f" + ld(ro + {j * vw})" if self.residual else "")
             e = f"relu({e})" if self.relu else f"({e})"
             body.append(f"st(yo + {j * vw}, {e} * ld(mk + {j * vw}));")
         lines.append(f"        if (t < {full}) {{ {' '.join(body)} }}")
@@ -224,7 +230,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         res = "v += ro[u];" if self.residual else ""
         lines.append(f"""        else {{
             float tmp[{T}] __attribute__((aligned(64)));
-            {" ".join(f"st(tmp + {j * vw}, a{j});" for j in range(r))}
+            {" ".join(f"st(tmp + {j * vw}, {acc}{j});" for j in range(r))}
             for (int u = 0; u < {g.wide} - t * {T} && u < {T}; u++) {{
                 float v = tmp[u] + bf; {res} {act}
                 yo[u] = v * mk[u];
@@ -246,23 +252,26 @@ static void {name}(const float *restrict x, float *restrict xp) {{
 
     def render_body(self, name: str) -> str:
         """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
-        g, p, k = self.g, self.p, self.k
+        p, k = self.p, self.k
         P = len(p.patterns)
         loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
-        accs = " ".join(f"vf a{j} = {{0}};" for j in range(k.r))
+        F, units = p.group, p.units
+        accs = " ".join(f"vf a{f}_{j} = {{0}};" for f in range(F) for j in range(k.r))
+        epilogues = "\n".join(f"        {{ const int f = u * {F} + {i};{self._epilogue(f'a{i}_')}\n        }}"
+                              for i in range(F))
         src = "xb" if self.direct else "xp"
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
         #pragma omp for schedule(static, 1)
-        for (int q = 0; q < {self.ntiles * g.cout}; q++) {{
-        const int t = q / {g.cout}, f = q - t * {g.cout};
-        const int32_t *gp = gptr + (long)f * {P};
+        for (int q = 0; q < {self.ntiles * units}; q++) {{
+        const int t = q / {units}, u = q - t * {units};
+        const int32_t *gp = gptr + (long)u * {P};
         const float *xt = xin + (long)t * {self.tile};
         {accs}
 {loops}
-{self._epilogue()}
+{epilogues}
         }}
 }}
 """

@@ -9,7 +9,7 @@ import hashlib
 import json
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import fx
@@ -92,7 +92,6 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     if not have_cc:
         warnings.warn("tessera: no C compiler found (install gcc or set CC); every layer runs in torch", stacklevel=2)
     vw = vector_width()
-    cands = candidates(vw)
     libs: dict[str, LayerLibrary] = {}
     plans: dict[str, LayerPlan] = {}
     packs: dict[str, PackedConv] = {}
@@ -126,7 +125,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         c, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        libs[lay.name] = LayerLibrary(packed, geom, cands, m.relu, m.residual)
+        libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group), m.relu, m.residual)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))
     decisions = decisions or {}
@@ -137,8 +136,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             continue
         lib, m = libs[lay.name], lay.module
         if force == "sparse" or (force is None and not tune):
-            d = Decision("sparse", "forced" if force else "untuned default", len(cands) // 2,
-                         None, None, None)
+            mid = len(lib.candidates) // 2
+            d = Decision("sparse", "forced" if force else "untuned default", mid, asdict(lib.candidates[mid]))
         elif force == "dense":
             d = Decision("dense", "forced")
         elif lay.name in decisions:

@@ -38,6 +38,7 @@ class PackedConv:
     weights: np.ndarray
     bias: np.ndarray  # in reordered filter order
     kind: str
+    group: int = 1  # filters per unit: a unit's filters share kernels and patterns, weights[k] holds all of them
 
     @property
     def tmax(self) -> int:
@@ -49,10 +50,15 @@ class PackedConv:
 
     @property
     def nnz_stored(self) -> int:
-        return sum(len(self.patterns[p]) * int(c) for p, c in enumerate(self.pattern_counts()))
+        return self.group * sum(len(self.patterns[p]) * int(c) for p, c in enumerate(self.pattern_counts()))
+
+    @property
+    def units(self) -> int:
+        return self.cout // self.group
 
     def pattern_counts(self) -> np.ndarray:
-        per_group = np.diff(self.group_ptr).reshape(self.cout, len(self.patterns))
+        """Kernels stored per pattern (one per unit and input channel)."""
+        per_group = np.diff(self.group_ptr).reshape(self.units, len(self.patterns))
         return per_group.sum(0)
 
     def bytes(self) -> dict[str, int]:
@@ -95,45 +101,66 @@ def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, layout: Co
     else:
         patterns, pidx = _tap_sets(w != 0)
     P = len(patterns)
-    counts = torch.stack([(pidx == p).sum(1) for p in range(P)], 1)  # (cout, P)
+    F = filter_group(pidx)
+    units = cout // F
+    upidx = pidx.reshape(units, F, cin)[:, 0]  # every filter of a unit has the same kernels and patterns
+    counts = torch.stack([(upidx == p).sum(1) for p in range(P)], 1)  # (units, P)
     total = counts.sum(1)
-    # FKR: heaviest filters first, then by pattern histogram so similar filters are adjacent
-    order = sorted(range(cout), key=lambda f: (-int(total[f]), tuple(-int(c) for c in counts[f]), f))
+    # FKR: heaviest units first, then by pattern histogram so similar units are adjacent
+    uorder = sorted(range(units), key=lambda u: (-int(total[u]), tuple(-int(c) for c in counts[u]), u))
+    order = [u * F + i for u in uorder for i in range(F)]
     tmax = max(len(p) for p in patterns)
-    pos_of = torch.empty(cout, dtype=torch.long)
-    pos_of[torch.tensor(order)] = torch.arange(cout)
-    fs, cs = torch.nonzero(pidx >= 0, as_tuple=True)
-    ps = pidx[fs, cs]
-    group = pos_of[fs] * P + ps
-    sort = torch.argsort(group * cin + cs)
-    fs, cs, ps, group = fs[sort], cs[sort], ps[sort], group[sort]
-    group_ptr = torch.zeros(cout * P + 1, dtype=torch.long)
-    group_ptr[1:] = torch.cumsum(torch.bincount(group, minlength=cout * P), 0)
+    pos_of = torch.empty(units, dtype=torch.long)
+    pos_of[torch.tensor(uorder)] = torch.arange(units)
+    us, cs = torch.nonzero(upidx >= 0, as_tuple=True)
+    ps = upidx[us, cs]
+    grp = pos_of[us] * P + ps
+    sort = torch.argsort(grp * cin + cs)
+    us, cs, ps, grp = us[sort], cs[sort], ps[sort], grp[sort]
+    group_ptr = torch.zeros(units * P + 1, dtype=torch.long)
+    group_ptr[1:] = torch.cumsum(torch.bincount(grp, minlength=units * P), 0)
     tap_index = torch.zeros(P, tmax, dtype=torch.long)
     tap_valid = torch.zeros(P, tmax, dtype=torch.bool)
     for q, taps in enumerate(patterns):
         tap_index[q, : len(taps)] = torch.tensor(taps)
         tap_valid[q, : len(taps)] = True
-    wflat = w.reshape(cout, cin, kh * kw)[fs, cs]  # (kernels, kh*kw)
-    vals = torch.gather(wflat, 1, tap_index[ps]) * tap_valid[ps]
-    cidx, vals_np, group_ptr_np = cs, vals.numpy().astype(np.float32), group_ptr
+    wf = w.reshape(units, F, cin, kh * kw)[us, :, cs]  # (kernels, F, kh*kw)
+    idx = tap_index[ps][:, None, :].expand(-1, F, -1)
+    vals = torch.gather(wf, 2, idx) * tap_valid[ps][:, None, :]  # (kernels, F, tmax)
     b = np.zeros(cout, dtype=np.float32) if bias is None else bias.detach().float().cpu().numpy()
     return PackedConv(
         cout, cin, kh, kw, tuple(patterns),
-        np.asarray(order, dtype=np.int32), group_ptr_np.numpy().astype(np.int32),
-        cidx.numpy().astype(np.int32), np.ascontiguousarray(vals_np),
-        np.ascontiguousarray(b[order]), layout.kind,
+        np.asarray(order, dtype=np.int32), group_ptr.numpy().astype(np.int32),
+        cs.numpy().astype(np.int32), np.ascontiguousarray(vals.reshape(len(cs), F * tmax).numpy(), np.float32),
+        np.ascontiguousarray(b[order]), layout.kind, F,
     )
+
+
+def filter_group(pidx: torch.Tensor, sizes: tuple[int, ...] = (4, 2)) -> int:
+    """Largest F such that every aligned run of F filters keeps the same kernels with the same patterns.
+
+    Such filters share every input load in the generated code (see ``pattern_group`` pruning); 1 if none.
+    """
+    cout = pidx.shape[0]
+    for f in sizes:
+        if cout % f == 0 and cout > f:
+            g = pidx.reshape(cout // f, f, -1)
+            if bool((g == g[:, :1]).all()):
+                return f
+    return 1
 
 
 def unpack_conv(p: PackedConv) -> torch.Tensor:
     """Inverse of :func:`pack_conv` (the weight, without bias): the format's own round-trip check."""
     w = torch.zeros(p.cout, p.cin, p.kh * p.kw)
-    P = len(p.patterns)
-    for pos, f in enumerate(p.reorder.tolist()):
+    P, F = len(p.patterns), p.group
+    vals = p.weights.reshape(-1, F, p.tmax)
+    for pos in range(p.units):
         for q in range(P):
             g = pos * P + q
+            taps = list(p.patterns[q])
             for k in range(int(p.group_ptr[g]), int(p.group_ptr[g + 1])):
-                taps = list(p.patterns[q])
-                w[f, int(p.cin_index[k]), taps] = torch.from_numpy(p.weights[k, : len(taps)].copy())
+                for i in range(F):
+                    f = int(p.reorder[pos * F + i])
+                    w[f, int(p.cin_index[k]), taps] = torch.from_numpy(vals[k, i, : len(taps)].copy())
     return w.reshape(p.cout, p.cin, p.kh, p.kw)

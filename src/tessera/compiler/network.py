@@ -23,6 +23,7 @@ from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams, p
 from tessera.compiler.formats import pack_conv
 from tessera.compiler.graph import FusedConv
 from tessera.compiler.toolchain import compile_cached, load_library
+from tessera.compiler.tune import candidates
 
 _P = ctypes.c_void_p
 _ADD = {operator.add, operator.iadd, torch.add}
@@ -116,7 +117,7 @@ class NetworkRenderer:
         _, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        kp = self.params_for.get(node.target) or KernelParams(6, self.vw)
+        kp = self.params_for.get(node.target) or candidates(self.vw, packed.group)[1]
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True)
         if r.direct and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")

@@ -80,7 +80,11 @@ def tune_layer(layer: LayerLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor
     return d
 
 
-def candidates(vw: int) -> tuple[KernelParams, ...]:
-    """Tile widths to try: accumulator vectors per tile, bounded by the register file (16 or 32 vectors)."""
-    rs = (3, 6, 10) if vw == 8 else (4, 8, 14)
+def candidates(vw: int, group: int = 1) -> tuple[KernelParams, ...]:
+    """Tile widths to try: accumulator vectors per filter, so that group x R accumulators plus the group's
+    weights and one input vector fit the register file (16 vectors with AVX2, 32 with AVX-512)."""
+    if vw == 8:
+        rs = {1: (3, 6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
+    else:
+        rs = {1: (4, 8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))
     return tuple(KernelParams(r, vw) for r in rs)

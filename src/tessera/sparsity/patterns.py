@@ -237,3 +237,33 @@ def pattern_counts(mask: torch.Tensor, library: PatternLibrary) -> torch.Tensor:
     rows = rows[rows.any(1)]
     match = (rows[:, None, :] == library.patterns[None, :, :]).all(-1)  # (kernels, K)
     return match.sum(0)
+
+
+def grouped_pattern_connectivity_mask(
+    w: torch.Tensor, library: PatternLibrary, keep: float, group: int = 4
+) -> torch.Tensor:
+    """Patterns + connectivity where each group of ``group`` consecutive filters shares its kept input channels
+    and the pattern on each: the projection onto that set (per group and channel, the pattern with the most
+    kept energy summed over the group's filters; group-channels ranked by that energy).
+
+    The shared structure is what lets generated code load each input vector once for the whole group instead of
+    once per filter (tessera's co-design of pruning and kernel; not in PatDNN).
+    """
+    from tessera.sparsity.connectivity import check_keep, topk_mask
+
+    keep = check_keep(keep)
+    if not isinstance(group, int) or group < 1:
+        raise ConfigError(f"group must be a positive integer, got {group!r}")
+    cout, cin = w.shape[0], w.shape[1]
+    scores = pattern_scores(w, library).double().reshape(cout, cin, -1)  # (Cout, Cin, K)
+    ngroups = -(-cout // group)
+    pad = ngroups * group - cout
+    if pad:
+        scores = torch.cat([scores, scores.new_zeros(pad, cin, scores.shape[2])])
+    gsc = scores.reshape(ngroups, group, cin, -1).sum(1)  # (G, Cin, K)
+    best = gsc.argmax(2)  # (G, Cin)
+    value = gsc.max(2).values
+    kept = topk_mask(value, round(keep * ngroups * cin))  # (G, Cin)
+    per_filter = kept.repeat_interleave(group, 0)[:cout]
+    pat = best.repeat_interleave(group, 0)[:cout]
+    return library.patterns[pat].reshape(w.shape) & per_filter[:, :, None, None]

@@ -18,7 +18,13 @@ from tessera.errors import ConfigError
 from tessera.sparsity.channels import filter_mask
 from tessera.sparsity.connectivity import check_keep, connectivity_mask
 from tessera.sparsity.elementwise import magnitude_mask, nm_mask
-from tessera.sparsity.patterns import PatternLibrary, _check_3x3, pattern_connectivity_mask, pattern_mask
+from tessera.sparsity.patterns import (
+    PatternLibrary,
+    _check_3x3,
+    grouped_pattern_connectivity_mask,
+    pattern_connectivity_mask,
+    pattern_mask,
+)
 
 
 @runtime_checkable
@@ -104,6 +110,22 @@ class PatternConnectivityScheme(_LibraryScheme):
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return pattern_connectivity_mask(w, self._library(), self.keep, self.per_filter)
+
+
+@register_scheme
+@dataclass(frozen=True)
+class PatternGroupScheme(_LibraryScheme):
+    """Patterns + connectivity shared by groups of ``group`` consecutive filters (tessera's kernel co-design)."""
+
+    name: ClassVar[str] = "pattern_group"
+    keep: float = 1 / 3.6
+    group: int = 4
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+
+    def mask(self, w: torch.Tensor) -> torch.Tensor:
+        return grouped_pattern_connectivity_mask(w, self._library(), self.keep, self.group)
 
 
 @register_scheme
