@@ -81,7 +81,9 @@ def test_fkw_roundtrip(cout, cin, kind, seed):
     if kind == "pattern_group" and cout % 4 == 0 and cout > 4:
         assert p.group == 4
     b = p.bytes()
-    if kind == "pattern_connectivity" and cin * cout >= 256:  # tiny layers are dominated by offsets
+    # FKW - CSR = 4 * (K * cout - 3 * kernels) bytes with K = 8 patterns: FKW is smaller once a filter keeps
+    # more than K/3 kernels (cin >= 16 at keep 0.3); below that the per-(filter, pattern) offsets dominate
+    if kind == "pattern_connectivity" and cin >= 16:
         assert b["fkw"] < b["csr"] < b["dense"]
 
 
