@@ -20,7 +20,7 @@ from torch import nn
 from tessera.compiler.codegen import vector_width
 from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
 from tessera.compiler.toolchain import compiler_version, find_compiler
-from tessera.errors import CheckpointError
+from tessera.errors import CheckpointError, TesseraError
 from tessera.io import load_tensors, save_tensors
 
 ARTIFACT_FORMAT = 1
@@ -64,7 +64,7 @@ class CompiledModel(nn.Module):
 
     def train(self, mode: bool = True):
         if mode:
-            raise RuntimeError("a CompiledModel is for inference; train the source model and compile again")
+            raise TesseraError("a CompiledModel is for inference; train the source model and compile again")
         return super().train(False)
 
     def report(self) -> str:
