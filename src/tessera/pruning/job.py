@@ -116,35 +116,27 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     targets = sparsifier.select(model)
     epochs = {"baseline": int(base_meta.get("epochs", 0))}
     seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
-    if p.algorithm == "admm" and p.admm.train.epochs > 0:
+    def phase(name: str, cfg, hooks=()) -> None:
+        """One training phase with its own checkpoint file, resumed if interrupted earlier."""
         t1 = time.perf_counter()
-        steps = math.ceil(len(train) / p.admm.train.batch_size)
-        admm = ADMM(targets, p.admm, steps, p.admm.train.epochs)
-        tr = Trainer(model, train, test, p.admm.train, hooks=[admm], checkpoint_dir=out, name="admm",
-                     progress=progress)
+        tr = Trainer(model, train, test, cfg, hooks=hooks, checkpoint_dir=out, name=name, progress=progress)
         tr.resume()
         tr.fit()
-        epochs["admm"], seconds["admm"] = p.admm.train.epochs, time.perf_counter() - t1
+        epochs[name], seconds[name] = cfg.epochs, time.perf_counter() - t1
+
+    if p.algorithm == "admm" and p.admm.train.epochs > 0:
+        admm = ADMM(targets, p.admm, math.ceil(len(train) / p.admm.train.batch_size), p.admm.train.epochs)
+        phase("admm", p.admm.train, [admm])
         if admm.history:
             log(f"ADMM: residual |W-Z|/|W| = {admm.history[-1]['residual']:.4f}, rho = {admm.rho:.3g}")
         sparsifier.targets = targets = admm.targets  # learned libraries, if any, are the final ones
     sparsifier.prepare(model)
     if p.algorithm == "gradual" and p.gradual.train.epochs > 0:
-        t1 = time.perf_counter()
         steps = math.ceil(len(train) / p.gradual.train.batch_size)
-        grad = GradualPruner(sparsifier, p.gradual, steps, p.gradual.train.epochs)
-        tr = Trainer(model, train, test, p.gradual.train, hooks=[grad], checkpoint_dir=out, name="gradual",
-                     progress=progress)
-        tr.resume()
-        tr.fit()
-        epochs["gradual"], seconds["gradual"] = p.gradual.train.epochs, time.perf_counter() - t1
+        phase("gradual", p.gradual.train, [GradualPruner(sparsifier, p.gradual, steps, p.gradual.train.epochs)])
     sparsifier.step()
     log(f"hard-pruned: {evaluate(model, test):.2f}% before retraining")
-    t2 = time.perf_counter()
-    tr = Trainer(model, train, test, p.retrain, checkpoint_dir=out, name="retrain", progress=progress)
-    tr.resume()  # masks are buffers in the state dict, so a resumed retrain keeps the same masks
-    tr.fit()
-    epochs["retrain"], seconds["retrain"] = p.retrain.epochs, time.perf_counter() - t2
+    phase("retrain", p.retrain)  # masks are buffers in the state dict, so a resumed retrain keeps them
     model = sparsifier.squash_mask()
     acc = evaluate(model, test)
     schemes = {t.name: t.scheme.name for t in targets}
