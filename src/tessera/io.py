@@ -18,13 +18,21 @@ from safetensors.torch import load_file, save_file
 from tessera.errors import CheckpointError
 
 
+def _publish(tmp: str, path: Path) -> None:
+    """Rename the finished temporary file into place with the permissions a plain open() would have given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -39,7 +47,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     try:
         clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
         save_file(clean, tmp, metadata={"tessera": json.dumps(meta or {})})
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
