@@ -69,8 +69,8 @@ def main() -> None:
     bed = [r["bed_over_opt"] for r in rows]
     al = [r["aligned_over_opt"] for r in rows]
     md = ["## Block selection: quality and cost (issue: unaligned block pruning)", "",
-          f"Measured {stamp(info)}. Retained importance relative to the exact optimum; times in ms (one thread "
-          "of torch ops, vectorised over columns).", "",
+          f"Measured {stamp(info)}. Retained importance relative to the exact optimum; times in ms (torch ops on "
+          "the default threads, vectorised over columns).", "",
           f"BED / optimal: min {min(bed):.4f}, mean {statistics.mean(bed):.4f}. "
           f"Aligned / optimal: min {min(al):.4f}, mean {statistics.mean(al):.4f}.", "",
           markdown_table(["matrix", "N", "sparsity", "blocks", "BED/opt", "aligned/opt", "optimal ms", "BED ms",
