@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from tessera.text import markdown_table
+
+__all__ = ["markdown_table", "prune_rows", "rich_table"]
+
 
 def prune_rows(result) -> tuple[list[str], list[list[str]]]:
     """Per-layer rows of a PruneResult plus a total row."""
@@ -19,12 +23,6 @@ def prune_rows(result) -> tuple[list[str], list[list[str]]]:
     rows.append(["all convs", "", "", "", f"{kept} / {total}", f"{kept / total:.3f}",
                  str(len(result.library)) if result.library else "-", f"{result.conv_compression:.2f}x fewer"])
     return head, rows
-
-
-def markdown_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def rich_table(title: str, head: Sequence[str], rows: Sequence[Sequence[str]]):

@@ -69,7 +69,7 @@ class CompiledModel(nn.Module):
 
     def report(self) -> str:
         """Layerwise table: shape, sparsity, fused ops, storage, and what runs each layer and why."""
-        from tessera.report import markdown_table
+        from tessera.text import markdown_table
 
         head = ["layer", "weight", "input", "stride", "kind", "density", "patterns", "kernels", "fused",
                 "bytes fkw/dense/csr", "runs", "why"]
