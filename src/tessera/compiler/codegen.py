@@ -75,7 +75,8 @@ class KernelParams:
 
 
 class ConvRenderer:
-    """Renders one sparse conv layer with one parameter set; :func:`render_layer` joins several candidates."""
+    """Renders one sparse conv layer with one parameter set; :func:`render_layer` joins several candidates
+    into a library and the whole-network renderer calls :meth:`render_body` directly."""
 
     header = """#include <stdint.h>
 #include <string.h>
@@ -237,11 +238,6 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             }}
         }}""")
         return "\n".join(lines)
-
-    def render(self, name: str = "run") -> str:
-        return self.header.format(vbytes=self.k.vw * 4) + self.render_body(f"{name}_body") + \
-            self.render_function(name, f"{name}_body") + \
-            f"long scratch_size(void) {{ return {self.scratch_floats}; }}\n"
 
     def signature(self, name: str) -> str:
         res = "const float *restrict res, " if self.residual else ""

@@ -15,7 +15,7 @@ import torch
 from torch import fx
 
 from tessera.compiler.codegen import ConvGeometry, KernelParams, vector_width
-from tessera.compiler.formats import PackedConv, pack_conv
+from tessera.compiler.formats import pack_conv
 from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
@@ -94,7 +94,6 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     vw = vector_width()
     libs: dict[str, LayerLibrary] = {}
     plans: dict[str, LayerPlan] = {}
-    packs: dict[str, PackedConv] = {}
     for lay in layers:
         m = lay.module
         m.threads = threads
@@ -119,7 +118,6 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             plan.decision = Decision("dense", "fallback: no C compiler")
             continue
         packed = pack_conv(m.weight, m.bias, lo)
-        packs[lay.name] = packed
         m.packed = packed  # reused by the whole-network renderer
         plan.bytes = packed.bytes()
         c, _, h, w = m.in_shape

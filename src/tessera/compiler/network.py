@@ -41,18 +41,19 @@ class _Buf:
     floats: int  # per image
     shape: tuple[int, ...]  # (C, H, W) for padded activations, (n,) for flat ones
     padded: bool
+    index: int  # position in the buffer table B passed to net_forward
 
     @property
     def expr(self) -> str:
-        return self._expr
+        return f"((float *)B[{self.index}])"
 
     def at(self, c: str, y: str, x: str) -> str:
         """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout."""
         if self.padded:
             _, h, w = self.shape
-            return f"{self._expr}[(long)({c}) * {padded_plane(h, w)} + (({y}) + 1) * {w + 2} + ({x}) + 1]"
+            return f"{self.expr}[(long)({c}) * {padded_plane(h, w)} + (({y}) + 1) * {w + 2} + ({x}) + 1]"
         _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
-        return f"{self._expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
+        return f"{self.expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 
 
 SLACK = 1024  # floats after a padded buffer: the largest tile overhang a direct conv can read past its end
@@ -97,8 +98,7 @@ class NetworkRenderer:
             floats = shape[0] * padded_plane(shape[1], shape[2]) + SLACK
         else:
             floats = _numel(node)
-        b = _Buf(floats, shape, padded)
-        b._expr = f"((float *)B[{len(self.bufs)}])"
+        b = _Buf(floats, shape, padded, len(self.bufs))
         self.bufs.append(b)
         self.where[node] = b
         return b
