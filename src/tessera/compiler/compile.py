@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import fx
 
+from tessera.compiler.block_format import pack_blocks
+from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.codegen import ConvGeometry, KernelParams, vector_width
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.graph import FusedConv, conv_layers, fuse, trace
+from tessera.compiler.graph import FusedConv, FusedLinear, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.toolchain import cache_dir, find_compiler
@@ -46,7 +48,15 @@ class LayerPlan:
     bytes: dict | None = None
 
 
-def _unsupported(m: FusedConv) -> str | None:
+def _block_kernel_fits(m: FusedConv, kind: str) -> bool:
+    """Block-sparse weights run on the block kernel when it handles the layer: linear or unpadded 1x1 conv;
+    other block-sparse convs go through the general FKW path."""
+    return kind == "block" and (isinstance(m, FusedLinear) or tuple(m.padding) == (0, 0))
+
+
+def _unsupported(m: FusedConv, kind: str) -> str | None:
+    if isinstance(m, FusedLinear) and kind != "block":
+        return "linear layers run in torch unless block-sparse"
     if m.groups != 1:
         return f"groups={m.groups} (sparse kernel handles groups=1)"
     if tuple(m.dilation) != (1, 1):
@@ -92,13 +102,13 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     if not have_cc:
         warnings.warn("tessera: no C compiler found (install gcc or set CC); every layer runs in torch", stacklevel=2)
     vw = vector_width()
-    libs: dict[str, LayerLibrary] = {}
+    libs: dict[str, LayerLibrary | BlockLibrary] = {}
     plans: dict[str, LayerPlan] = {}
     for lay in layers:
         m = lay.module
         m.threads = threads
         lo = analyse_conv(m.weight)
-        why = _unsupported(m)
+        why = _unsupported(m, lo.kind)
         plan = LayerPlan(
             lay.name, lay.source, tuple(m.weight.shape), tuple(m.in_shape or ()), tuple(m.stride),
             tuple(m.padding) if not isinstance(m.padding, str) else (0, 0), lo.kind, lo.density,
@@ -116,6 +126,12 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             continue
         if not have_cc:
             plan.decision = Decision("dense", "fallback: no C compiler")
+            continue
+        if _block_kernel_fits(m, lo.kind):
+            blocks = pack_blocks(m.weight, m.bias, lo)
+            plan.bytes = blocks.bytes()
+            libs[lay.name] = BlockLibrary(blocks, vw, m.relu, m.residual, m.stride[0],
+                                          isinstance(m, FusedLinear))
             continue
         packed = pack_conv(m.weight, m.bias, lo)
         m.packed = packed  # reused by the whole-network renderer

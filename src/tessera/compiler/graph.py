@@ -60,6 +60,28 @@ class FusedConv(nn.Module):
         return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, fused={'+'.join(flags)}"
 
 
+class FusedLinear(FusedConv):
+    """linear (+ ReLU) as a 1x1 conv of a (batch, Cin) input: the block-sparse kernel serves both."""
+
+    def __init__(self, lin: nn.Linear):
+        conv = nn.Conv2d(lin.in_features, lin.out_features, 1, bias=False, device="meta")
+        super().__init__(conv, lin.weight.detach()[:, :, None, None], lin.bias)
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+
+    def torch_forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.linear(x, self.weight[:, :, 0, 0], self.bias)
+        if res is not None:
+            y = y + res
+        return torch.relu(y) if self.relu else y
+
+    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
+        k = self.kernel
+        if k is not None and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 2 and \
+                x.shape[1] == self.in_features and not (x.requires_grad and torch.is_grad_enabled()):
+            return k(x, res, self.threads)
+        return self.torch_forward(x, res)
+
+
 def _is_relu(node: fx.Node, modules: dict) -> bool:
     if node.op == "call_module":
         return isinstance(modules[node.target], nn.ReLU)
@@ -95,23 +117,28 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
 
 
 def fuse(gm: fx.GraphModule) -> fx.GraphModule:
-    """Replace conv[-bn][-add][-relu] chains by FusedConv modules; returns the same (mutated) GraphModule."""
+    """Replace conv[-bn][-add][-relu] and linear[-add][-relu] chains by FusedConv / FusedLinear modules; returns the same (mutated) GraphModule."""
     modules = dict(gm.named_modules())
     graph = gm.graph
     for node in list(graph.nodes):
-        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), nn.Conv2d | nn.Linear):
             continue
         conv = modules[node.target]
         in_meta = node.args[0].meta.get("tensor_meta")
-        w, b = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
         tail = node
         folded = False
-        user = _only_user(tail)
-        if user is not None and user.op == "call_module" and isinstance(modules[user.target], nn.BatchNorm2d) \
-                and modules[user.target].track_running_stats:
-            w, b = _fold_bn(w, b, modules[user.target])
-            folded, tail = True, user
-        fused = FusedConv(conv, w, b)
+        if isinstance(conv, nn.Linear):
+            if in_meta is None or len(in_meta.shape) != 2:
+                continue  # only (batch, features) inputs: other shapes keep running as nn.Linear
+            fused = FusedLinear(conv)
+        else:
+            w, b = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+            user = _only_user(tail)
+            if user is not None and user.op == "call_module" and \
+                    isinstance(modules[user.target], nn.BatchNorm2d) and modules[user.target].track_running_stats:
+                w, b = _fold_bn(w, b, modules[user.target])
+                folded, tail = True, user
+            fused = FusedConv(conv, w, b)
         fused.folded_bn = folded
         fused.in_shape = tuple(in_meta.shape) if in_meta is not None else None
         residual = None

@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams, padded_plane
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.graph import FusedConv
+from tessera.compiler.graph import FusedConv, FusedLinear
 from tessera.compiler.toolchain import compile_cached, load_library
 from tessera.compiler.tune import candidates
 
@@ -179,17 +179,20 @@ class NetworkRenderer:
     for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
         {y.expr}[(long)c * {h * w} + i * {w} + j] = {x.at("c", "i", "j")};""")
 
-    def _linear(self, node: fx.Node, m: nn.Linear) -> None:
+    def _linear(self, node: fx.Node, m: nn.Linear | FusedLinear) -> None:
         x = self.where[node.args[0]]
         if x.padded:
             raise Unsupported("linear on a spatial tensor")
+        if getattr(m, "residual", False):
+            raise Unsupported("linear with a fused residual add")
         y = self._new_buf(node, False)
-        wp = self._param(m.weight.detach().float())
+        wp = self._param(m.weight.detach().float().reshape(m.out_features, m.in_features))
+        act = " s = s > 0.f ? s : 0.f;" if getattr(m, "relu", False) else ""
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
         self.lines.append(f"""#pragma omp for schedule(static)
     for (int o = 0; o < {m.out_features}; o++) {{ const float *w = (const float *){wp} + (long)o * {m.in_features};
         float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x.expr}[i];
-        {y.expr}[o] = s + {b}; }}""")
+        s += {b};{act} {y.expr}[o] = s; }}""")
 
     def _elementwise(self, node: fx.Node, expr: str, inputs: list[fx.Node]) -> None:
         ins = [self.where[a] for a in inputs]
@@ -222,7 +225,9 @@ class NetworkRenderer:
                 continue
             if node.op == "call_module":
                 m = self.gm.get_submodule(node.target)
-                if isinstance(m, FusedConv):
+                if isinstance(m, FusedLinear):
+                    self._linear(node, m)
+                elif isinstance(m, FusedConv):
                     self._conv(node, m)
                 elif isinstance(m, nn.MaxPool2d):
                     self._maxpool(node, m)

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.codegen import KernelParams
+from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import cache_dir
 from tessera.io import atomic_write_bytes
@@ -48,12 +49,12 @@ def median_ms(fn, repeats: int, warmup: int = 2, budget_s: float = 0.25) -> floa
     return 1e3 * statistics.median(times)
 
 
-def _key(layer: LayerLibrary, threads: int, batch: int) -> str:
+def _key(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> str:
     h = hashlib.sha256(layer.source.encode()).hexdigest()[:32]
     return f"tune-{h}-t{threads}-b{batch}"
 
 
-def tune_layer(layer: LayerLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
+def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
                repeats: int = 15, use_cache: bool = True) -> Decision:
     """Time torch and each candidate on ``x`` (and ``res``); return the decision (cached on disk)."""
     path = cache_dir() / f"{_key(layer, threads, x.shape[0])}.json"

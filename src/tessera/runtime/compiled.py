@@ -72,14 +72,14 @@ class CompiledModel(nn.Module):
         from tessera.text import markdown_table
 
         head = ["layer", "weight", "input", "stride", "kind", "density", "patterns", "kernels", "fused",
-                "bytes fkw/dense/csr", "runs", "why"]
+                "bytes packed/dense/csr", "runs", "why"]
         rows = []
         for p in self.plans:
             b = p.bytes
             rows.append([
                 p.source, "x".join(map(str, p.weight_shape)), "x".join(map(str, p.in_shape[1:])), p.stride[0],
                 p.kind, f"{p.density:.3f}", p.patterns or "-", f"{p.kernels_kept}/{p.kernels_total}", p.fused,
-                f"{b['fkw']}/{b['dense']}/{b['csr']}" if b else "-", p.decision.backend, p.decision.reason,
+                _bytes(b), p.decision.backend, p.decision.reason,
             ])
         return markdown_table(head, rows) + f"\n\nexecution: {self.network_reason}\n"
 
@@ -153,3 +153,11 @@ def load(path: str | Path, model: nn.Module | None = None, threads: int | None =
     example = torch.zeros(meta["example_shape"])
     return compile(model, example, threads=threads, _decisions=decisions,
                    network=meta.get("network") if decisions is not None else None)
+
+
+def _bytes(b: dict | None) -> str:
+    """Packed-format bytes (FKW or block, named) / dense / CSR."""
+    if not b:
+        return "-"
+    fmt = next(k for k in b if k not in ("dense", "csr"))
+    return f"{fmt} {b[fmt]}/{b['dense']}/{b['csr']}"

@@ -276,3 +276,32 @@ def select_blocks(scores: torch.Tensor, n: int, num_blocks: int, method: str = "
     s = _check(scores, n, num_blocks, method)
     fn = {"aligned": _aligned, "optimal": _optimal, "bed": _bed, "optimal_flat": _optimal_flat}[method]
     return _finish(fn(s, n, num_blocks), s, n)
+
+
+def block_cover(nz: torch.Tensor, n: int, aligned: bool = False) -> torch.Tensor:
+    """Fewest N-row blocks (column, start row) covering every non-zero of a (M, L) bool matrix, per column.
+
+    The greedy — start a block at the first uncovered non-zero — is optimal for covering points on a line with
+    intervals of length N. A start past M - N is clamped to M - N; such a block may overlap the previous one (the
+    packer stores each weight once). ``aligned`` starts blocks at multiples of N. This is how the compiler reads
+    block sparsity from weights alone, whoever pruned them.
+
+    >>> block_cover(torch.tensor([[0], [1], [1], [0], [0], [1]]).bool(), 2).tolist()
+    [[0, 1], [0, 4]]
+    """
+    m, cols = nz.shape
+    if n > m:
+        raise ShapeError(f"block size N={n} is larger than Cout={m}; use N <= {m}")
+    out: list[tuple[int, int]] = []
+    cols_idx, rows_idx = torch.nonzero(nz.T, as_tuple=True)  # column-major order, rows ascending per column
+    c_list, r_list = cols_idx.tolist(), rows_idx.tolist()
+    last_c, end = -1, -1
+    for c, r in zip(c_list, r_list):
+        if c != last_c:
+            last_c, end = c, -1
+        if r < end:
+            continue
+        start = min(r - r % n if aligned else r, m - n)
+        out.append((c, start))
+        end = start + n
+    return torch.tensor(out, dtype=torch.long).reshape(-1, 2)

@@ -10,7 +10,11 @@ from dataclasses import dataclass
 
 import torch
 
+from tessera.sparsity.blocks import block_cover
 from tessera.sparsity.patterns import CENTRE, ENTRIES, PatternLibrary
+
+BLOCK_SIZES = (4, 2)  # tried in this order on 1x1 / linear weights
+BLOCK_FILL = 0.75  # a block cover must be at least this full to count as block sparsity
 
 
 @dataclass(frozen=True)
@@ -18,7 +22,8 @@ class ConvLayout:
     """Sparsity of one conv weight (Cout, Cin, kh, kw).
 
     kind: "dense" | "pattern" (every kernel a 4-entry pattern, none removed) | "pattern_connectivity" (patterns
-    and removed kernels) | "connectivity" (whole kernels removed, kept kernels dense) | "unstructured".
+    and removed kernels) | "connectivity" (whole kernels removed, kept kernels dense) | "block" (a 1x1 or linear
+    weight whose non-zeros are covered by N-row blocks, see ``blocks``) | "unstructured".
     kernel_mask: (Cout, Cin) bool, kernels with any non-zero. library / pattern_index: for pattern kinds, the
     distinct patterns used and each kernel's index into it (-1 for removed kernels).
     """
@@ -28,6 +33,9 @@ class ConvLayout:
     kernel_mask: torch.Tensor
     library: PatternLibrary | None = None
     pattern_index: torch.Tensor | None = None
+    blocks: torch.Tensor | None = None
+    block_n: int = 0
+    block_aligned: bool = False
 
     @property
     def kernels_kept(self) -> int:
@@ -61,12 +69,33 @@ def analyse_conv(w: torch.Tensor) -> ConvLayout:
             index[kernel_mask] = inverse
             kind = "pattern" if bool(kernel_mask.all()) else "pattern_connectivity"
             return ConvLayout(kind, density, kernel_mask, PatternLibrary(uniq), index)
+    if tuple(w.shape[2:]) == (1, 1) and density <= 0.999:
+        found = _blocks(nz.reshape(cout, cin))
+        if found is not None:
+            blocks, n, aligned = found
+            return ConvLayout("block", density, kernel_mask, blocks=blocks, block_n=n, block_aligned=aligned)
     if bool(kernel_mask.all()):
         kind = "dense" if density > 0.999 else "unstructured"
     else:
         kept_full = bool((kept_counts == w.shape[2] * w.shape[3]).all())
         kind = "connectivity" if kept_full else "unstructured"
     return ConvLayout(kind, density, kernel_mask)
+
+
+def _blocks(nz: torch.Tensor) -> tuple[torch.Tensor, int, bool] | None:
+    """The largest N whose block cover is at least BLOCK_FILL full, aligned when that costs no extra block."""
+    nnz = int(nz.sum())
+    for n in BLOCK_SIZES:
+        if n > nz.shape[0] or nnz == 0:
+            continue
+        free = block_cover(nz, n)
+        if nnz / (free.shape[0] * n) < BLOCK_FILL:
+            continue
+        al = block_cover(nz, n, aligned=True)
+        if al.shape[0] == free.shape[0] and bool((al[:, 1] % n == 0).all()):
+            return al, n, True
+        return free, n, False
+    return None
 
 
 def _complete_patterns(rows: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""C code generation for block-sparse 1x1 convs and linear layers (see ``block_format`` for the dataflow).
+
+Vectors run along pixels (batch entries for a linear layer): a tile is R vectors of one image's pixels. For each
+tile, the kernel sweeps start rows top to bottom holding N x R accumulators in registers; a block costs R input
+loads, N weight broadcasts and N*R fused multiply-adds — the same for aligned and unaligned blocks, which is the
+point of rotating the weights. The aligned kernel (every block starts at a multiple of N) is the baseline: it
+runs one loop per N rows and flushes N rows at once. Work items are (tile, chunk of rows) for OpenMP; a chunk of
+an unaligned layer starts N rows early so blocks reaching into it from above are counted (their rows above the
+chunk are discarded). A partial last tile is copied into a zero-padded scratch tile so every tile is whole.
+"""
+
+from __future__ import annotations
+
+from tessera.compiler.block_format import PackedBlocks
+from tessera.compiler.codegen import ConvRenderer, KernelParams
+
+
+class BlockRenderer:
+    def __init__(self, packed: PackedBlocks, params: KernelParams, relu: bool, residual: bool):
+        self.p, self.k, self.relu, self.residual = packed, params, relu, residual
+
+    @property
+    def tile(self) -> int:
+        return self.k.r * self.k.vw
+
+    @property
+    def padded_rows(self) -> int:
+        return int(self.p.row_ptr.size - 1)
+
+    def _block(self) -> str:
+        n, r, vw = self.p.n, self.k.r, self.k.vw
+        loads = " ".join(f"const vf x{j} = ld(s + {j * vw});" for j in range(r))
+        fmas = "\n".join(f"                {{ const float w = v[{lane}]; "
+                         + " ".join(f"a{lane}_{j} += w * x{j};" for j in range(r)) + " }"
+                         for lane in range(n))
+        return f"""            {{ const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * {n};
+                {loads}
+{fmas}
+            }}"""
+
+    def _flush(self, lane: int, row: str) -> str:
+        r, vw = self.k.r, self.k.vw
+        outs = []
+        for j in range(r):
+            e = f"a{lane}_{j} + b" + (f" + ld(rr + {j * vw})" if self.residual else "")
+            outs.append(f"st(yr + {j * vw}, {'relu(' + e + ')' if self.relu else e});")
+        res = f"const float *rr = rt + (long)({row}) * ldy; " if self.residual else ""
+        zero = " ".join(f"a{lane}_{j} = z;" for j in range(r))
+        return (f"            if ({row} >= r0 && {row} < {self.p.cout}) {{ const vf b = z + bias[{row}]; "
+                f"float *yr = yt + (long)({row}) * ldy; {res}{' '.join(outs)} }}\n            {zero}")
+
+    def render_tile(self, name: str) -> str:
+        n, r = self.p.n, self.k.r
+        accs = " ".join(f"vf a{lane}_{j} = z;" for lane in range(n) for j in range(r))
+        if self.p.aligned:
+            sweep = (f"        for (int k = rp[rb]; k < rp[rb + {n}]; k++)\n{self._block()}\n"
+                     + "\n".join(self._flush(lane, f"rb + {lane}") for lane in range(n)))
+            start = "r0"
+        else:
+            sweep = "\n".join(f"        for (int k = rp[rb + {lane}]; k < rp[rb + {lane + 1}]; k++)\n{self._block()}\n"
+                              + self._flush(lane, f"rb + {lane}") for lane in range(n))
+            start = f"(r0 >= {n} ? r0 - {n} : 0)"
+        return f"""
+static void {name}(const float *restrict xt, long ldx, float *restrict yt, long ldy, const float *restrict rt,
+                   int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
+                   const int32_t *restrict rp, const float *restrict bias) {{
+    const vf z = {{0}};
+    (void)rt;
+    {accs}
+    for (int rb = {start}; rb < r1; rb += {n}) {{
+{sweep}
+    }}
+}}
+"""
+
+    def render_function(self, name: str, tile: str) -> str:
+        p, T = self.p, self.tile
+        cin, cout, rows, n = p.cin, p.cout, self.padded_rows, p.n
+        res_copy = f"""
+            #pragma omp for schedule(static) nowait
+            for (int c = 0; c < {cout}; c++) {{
+                memcpy(rs + (long)c * {T}, rb + (long)c * P + (long)full * {T}, sizeof(float) * tail);
+                memset(rs + (long)c * {T} + tail, 0, sizeof(float) * ({T} - tail));
+            }}""" if self.residual else ""
+        return f"""
+void {name}(int P, int nimg, const float *restrict x, float *restrict y, const float *restrict res,
+         const float *restrict vals, const int32_t *restrict cols, const int32_t *restrict rp,
+         const float *restrict bias, float *restrict scratch, int nthreads) {{
+    const int full = P / {T}, tail = P - full * {T}, ntiles = full + (tail > 0);
+    int chunks = (4 * nthreads + ntiles - 1) / ntiles;
+    if (nthreads == 1 || chunks < 1) chunks = 1;
+    if (chunks > {rows // n}) chunks = {rows // n};
+    const int per = ({rows // n} + chunks - 1) / chunks * {n};
+    chunks = ({rows} + per - 1) / per;
+    float *xs = scratch, *ys = scratch + {cin * T}, *rs = ys + {cout * T};
+    (void)res; (void)rs;
+    #pragma omp parallel num_threads(nthreads)
+    for (int b = 0; b < nimg; b++) {{
+        const float *xb = x + (long)b * {cin} * P;
+        float *yb = y + (long)b * {cout} * P;
+        const float *rb = res ? res + (long)b * {cout} * P : 0;
+        (void)rb;
+        if (tail) {{
+            #pragma omp for schedule(static) nowait
+            for (int c = 0; c < {cin}; c++) {{
+                memcpy(xs + (long)c * {T}, xb + (long)c * P + (long)full * {T}, sizeof(float) * tail);
+                memset(xs + (long)c * {T} + tail, 0, sizeof(float) * ({T} - tail));
+            }}{res_copy}
+            #pragma omp barrier
+        }}
+        #pragma omp for schedule(static, 1)
+        for (int q = 0; q < ntiles * chunks; q++) {{
+            const int t = q / chunks, ch = q - t * chunks;
+            const int r0 = ch * per, r1 = r0 + per < {rows} ? r0 + per : {rows};
+            if (t < full)
+                {tile}(xb + (long)t * {T}, P, yb + (long)t * {T}, P, rb ? rb + (long)t * {T} : 0, r0, r1,
+                       vals, cols, rp, bias);
+            else
+                {tile}(xs, {T}, ys, {T}, rs, r0, r1, vals, cols, rp, bias);
+        }}
+        if (tail) {{
+            #pragma omp for schedule(static)
+            for (int c = 0; c < {cout}; c++)
+                memcpy(yb + (long)c * P + (long)full * {T}, ys + (long)c * {T}, sizeof(float) * tail);
+        }}
+    }}
+}}
+"""
+
+    @property
+    def scratch_floats(self) -> int:
+        return (self.p.cin + 2 * self.p.cout) * self.tile
+
+
+def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...], relu: bool,
+                       residual: bool) -> str:
+    """One translation unit with ``run_i`` per candidate and ``scratch_size``."""
+    rs = [BlockRenderer(packed, c, relu, residual) for c in candidates]
+    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4)]
+    for i, r in enumerate(rs):
+        parts += [r.render_tile(f"tile_{i}"), r.render_function(f"run_{i}", f"tile_{i}")]
+    parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
+    return "".join(parts)
+
+
+def block_candidates(vw: int, n: int) -> tuple[KernelParams, ...]:
+    """Tile widths R such that N x R accumulators, R inputs and a broadcast weight fit the register file."""
+    regs = 32 if vw == 16 else 16
+    top = max(1, (regs - 1) // (n + 1))
+    rs = sorted({max(1, top - 2), max(1, top - 1), top})
+    return tuple(KernelParams(r, vw) for r in rs)

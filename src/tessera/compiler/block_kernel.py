@@ -1,0 +1,87 @@
+"""A built block-sparse kernel for a 1x1 conv or a linear layer, callable on torch tensors."""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import torch
+
+from tessera.compiler.block_codegen import block_candidates, render_block_layer
+from tessera.compiler.block_format import PackedBlocks
+from tessera.compiler.codegen import KernelParams
+from tessera.compiler.toolchain import compile_cached, load_library
+
+_P = ctypes.c_void_p
+
+
+class BlockLibrary:
+    """The generated source of one block-sparse layer (all tuning candidates) and its compiled library.
+
+    ``stride``: a strided 1x1 conv reads every stride-th pixel; ``linear``: inputs are (batch, Cin) rows.
+    """
+
+    def __init__(self, packed: PackedBlocks, vw: int, relu: bool = False, residual: bool = False,
+                 stride: int = 1, linear: bool = False, candidates: tuple[KernelParams, ...] | None = None):
+        self.packed, self.relu, self.residual, self.stride, self.linear = packed, relu, residual, stride, linear
+        self.candidates = candidates or block_candidates(vw, packed.n)
+        # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
+        self.source = render_block_layer(packed, self.candidates, relu, residual) + \
+            f"/* stride {stride}, linear {int(linear)} */\n"
+        self.path = None
+
+    def build(self) -> BlockLibrary:
+        self.path = compile_cached(self.source)
+        return self
+
+    def kernel(self, index: int) -> BlockKernel:
+        if self.path is None:
+            self.build()
+        return BlockKernel(self, index)
+
+
+class BlockKernel:
+    def __init__(self, layer: BlockLibrary, index: int):
+        self.layer, self.index, self.params = layer, index, layer.candidates[index]
+        p = layer.packed
+        lib = load_library(str(layer.path))
+        self.fn = getattr(lib, f"run_{index}")
+        self.fn.restype = None
+        self.fn.argtypes = [ctypes.c_int, ctypes.c_int] + [_P] * 8 + [ctypes.c_int]
+        lib.scratch_size.restype = ctypes.c_long
+        self.scratch_floats = int(lib.scratch_size())
+        self.values = torch.from_numpy(p.values).contiguous()
+        self.cols = torch.from_numpy(p.cols).contiguous()
+        self.row_ptr = torch.from_numpy(p.row_ptr).contiguous()
+        self.bias = torch.from_numpy(p.bias).contiguous()
+        self._scratch = threading.local()
+
+    def _buf(self) -> torch.Tensor:
+        buf = getattr(self._scratch, "buf", None)
+        if buf is None:
+            buf = self._scratch.buf = torch.empty(self.scratch_floats)
+        return buf
+
+    def _run(self, pixels: int, images: int, x: torch.Tensor, y: torch.Tensor, res: torch.Tensor | None,
+             threads: int) -> None:
+        self.fn(pixels, images, x.data_ptr(), y.data_ptr(), None if res is None else res.data_ptr(),
+                self.values.data_ptr(), self.cols.data_ptr(), self.row_ptr.data_ptr(), self.bias.data_ptr(),
+                self._buf().data_ptr(), int(threads))
+
+    def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
+        cout = self.layer.packed.cout
+        if self.layer.linear:  # (B, Cin): the batch is the pixel axis
+            xt = x.t().contiguous()
+            y = torch.empty(cout, x.shape[0])
+            res = None if residual is None else residual.t().contiguous()
+            self._run(x.shape[0], 1, xt, y, res, threads)
+            return y.t()
+        s = self.layer.stride
+        if s != 1:
+            x = x[:, :, ::s, ::s]
+        x = x.contiguous()
+        n, _, h, w = x.shape
+        y = torch.empty(n, cout, h, w)
+        res = None if residual is None else residual.contiguous()
+        self._run(h * w, n, x, y, res, threads)
+        return y
