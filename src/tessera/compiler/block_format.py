@@ -84,7 +84,7 @@ def _overlaps(cols: torch.Tensor, starts: torch.Tensor, n: int) -> list[tuple[in
     """(block, rows shared with the previous block of its column) for overlapping blocks (clamped covers)."""
     out = []
     end: dict[int, int] = {}
-    for k, (c, s) in enumerate(zip(cols.tolist(), starts.tolist())):
+    for k, (c, s) in enumerate(zip(cols.tolist(), starts.tolist(), strict=True)):
         if end.get(c, 0) > s:
             out.append((k, end[c] - s))
         end[c] = s + n

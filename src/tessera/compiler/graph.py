@@ -117,7 +117,8 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
 
 
 def fuse(gm: fx.GraphModule) -> fx.GraphModule:
-    """Replace conv[-bn][-add][-relu] and linear[-add][-relu] chains by FusedConv / FusedLinear modules; returns the same (mutated) GraphModule."""
+    """Replace conv[-bn][-add][-relu] and linear[-add][-relu] chains by FusedConv / FusedLinear modules;
+    returns the same (mutated) GraphModule."""
     modules = dict(gm.named_modules())
     graph = gm.graph
     for node in list(graph.nodes):

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from tessera.compiler.codegen import KernelParams
 from tessera.compiler.block_kernel import BlockLibrary
+from tessera.compiler.codegen import KernelParams
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import cache_dir
 from tessera.io import atomic_write_bytes

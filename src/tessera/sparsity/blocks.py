@@ -296,7 +296,7 @@ def block_cover(nz: torch.Tensor, n: int, aligned: bool = False) -> torch.Tensor
     cols_idx, rows_idx = torch.nonzero(nz.T, as_tuple=True)  # column-major order, rows ascending per column
     c_list, r_list = cols_idx.tolist(), rows_idx.tolist()
     last_c, end = -1, -1
-    for c, r in zip(c_list, r_list):
+    for c, r in zip(c_list, r_list, strict=True):
         if c != last_c:
             last_c, end = c, -1
         if r < end:
