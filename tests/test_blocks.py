@@ -1,9 +1,11 @@
+import copy
 import itertools
 
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from torch import nn
 
 from tessera.errors import ConfigError, ShapeError
 from tessera.sparsity.blocks import column_values, select_blocks
@@ -104,3 +106,69 @@ def test_cubic_schedule_monotone():
     ks = [cubic_keep(0.1, p / 10) for p in range(11)]
     assert ks[0] == 1.0 and ks[-1] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(ks, ks[1:], strict=False))
+
+
+@given(st.integers(2, 7), st.integers(1, 3), st.integers(2, 7), st.sampled_from([1, 2, 3]), st.integers(0, 9999),
+       st.data())
+def test_global_allocation_is_exact(m1, c1, m2, n, seed, data):
+    """Splitting a global budget across two layers: equals the best split found by trying every split."""
+    from tessera.sparsity.blocks import allocate_blocks
+
+    n = min(n, m1, m2)
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.rand(m1, c1, generator=g), torch.rand(m2, 2, generator=g) * 3
+    cap_a, cap_b = (m1 // n) * c1, (m2 // n) * 2
+    total = data.draw(st.integers(2, cap_a + cap_b))
+    ka, kb = allocate_blocks([a, b], n, total)
+    assert ka + kb == total and ka >= 1 and kb >= 1
+
+    def best(s, k):
+        return select_blocks(s, n, k, "optimal").value
+
+    brute = max(best(a, k) + best(b, total - k) for k in range(max(1, total - cap_b), min(cap_a, total - 1) + 1))
+    assert best(a, ka) + best(b, kb) == pytest.approx(brute, rel=1e-9)
+
+
+def test_global_budget_ranks_blocks_across_layers():
+    from tessera.models import create_model
+    from tessera.pruning.sparsifier import prune_oneshot
+
+    torch.manual_seed(0)
+    base = create_model("vgg_tiny", width=8)
+    with torch.no_grad():
+        base.features[3].weight.mul_(10.0)  # one layer far more important than the others
+    targets = [{"op": "Conv2d", "exclude": ["features.0"]}]
+    counts = {}
+    for budget in ("layer", "global"):
+        m = prune_oneshot(copy.deepcopy(base), targets, {"scheme": "block", "n": 4, "keep": 0.25, "budget": budget,
+                                                          "method": "optimal"})
+        counts[budget] = {n: int((mod.weight != 0).sum()) for n, mod in m.named_modules()
+                          if isinstance(mod, nn.Conv2d) and n != "features.0"}
+    assert sum(counts["global"].values()) == sum(counts["layer"].values())
+    name = next(n for n in counts["layer"] if n.endswith("3"))
+    assert counts["global"][name] > counts["layer"][name]
+    assert all(v >= 4 for v in counts["global"].values())
+
+
+def test_admm_block_projection_satisfies_constraints():
+    """ADMM with unaligned blocks: after every dual update Z is block sparse with the layer's block count."""
+    from tessera.models import create_model
+    from tessera.pruning.admm import ADMM, ADMMConfig
+    from tessera.pruning.sparsifier import Sparsifier
+    from tessera.sparsity import analyse_conv
+
+    torch.manual_seed(0)
+    model = create_model("vgg_tiny", width=8)
+    s = Sparsifier([{"op": "Conv2d", "exclude": ["features.0"]}], {"scheme": "block", "n": 4, "keep": 0.25})
+    targets = s.select(model)
+    admm = ADMM(targets, ADMMConfig(rho=0.01), steps_per_epoch=4, epochs=1)
+    for _ in range(3):
+        with torch.no_grad():
+            for t in targets:
+                t.module.weight.add_(torch.randn_like(t.module.weight) * 0.1)
+        admm.update()
+        for t, z in zip(targets, admm.Z, strict=True):
+            k = t.scheme.num_blocks(z)
+            assert int((z != 0).sum()) == k * 4
+            lay = analyse_conv(z.reshape(z.shape[0], -1, 1, 1))
+            assert lay.kind == "block" and lay.blocks.shape[0] == k

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from tessera.errors import ConfigError
+from tessera.pruning.budget import layer_masks
 from tessera.pruning.sparsifier import original_weight
 from tessera.pruning.targets import Target
 from tessera.sparsity import PatternLibrary
@@ -56,13 +57,9 @@ class ADMM:
         self.history: list[dict] = []
         self.total_updates = max(1, epochs * steps_per_epoch // self.every)
         with torch.no_grad():
-            self.Z = [self._project(original_weight(t.module), t) for t in targets]
+            ws = [original_weight(t.module).detach() for t in targets]
+            self.Z = [w * m for w, m in zip(ws, layer_masks([t.scheme for t in targets], ws), strict=True)]
             self.U = [torch.zeros_like(z) for z in self.Z]
-
-    @staticmethod
-    def _project(w: torch.Tensor, t: Target) -> torch.Tensor:
-        w = w.detach()
-        return w * t.scheme.mask(w)
 
     def penalty(self, model: nn.Module) -> torch.Tensor:
         total = 0.0
@@ -104,9 +101,11 @@ class ADMM:
         self._shrink_libraries()
         self.updates += 1
         num, den = 0.0, 0.0
-        for i, t in enumerate(self.targets):
-            w = original_weight(t.module).detach()
-            self.Z[i] = self._project(w + self.U[i], t)
+        ws = [original_weight(t.module).detach() for t in self.targets]
+        vs = [w + u for w, u in zip(ws, self.U, strict=True)]
+        masks = layer_masks([t.scheme for t in self.targets], vs)  # Z = Π(W + U), budgets shared where asked
+        for i, w in enumerate(ws):
+            self.Z[i] = vs[i] * masks[i]
             self.U[i] += w - self.Z[i]
             num += float((w - self.Z[i]).square().sum())
             den += float(w.square().sum())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from tessera.errors import ConfigError
+from tessera.pruning.budget import layer_masks
 from tessera.pruning.sparsifier import Sparsifier, original_weight
 
 
@@ -58,8 +59,9 @@ class GradualPruner:
 
     @torch.no_grad()
     def apply(self) -> None:
-        for t, sch in zip(self.s.targets, self.current_schemes(), strict=True):
-            t.module.parametrizations.weight[0].mask.copy_(sch.mask(original_weight(t.module)))
+        weights = [original_weight(t.module) for t in self.s.targets]
+        for t, m in zip(self.s.targets, layer_masks(self.current_schemes(), weights), strict=True):
+            t.module.parametrizations.weight[0].mask.copy_(m)
 
     def after_step(self) -> None:
         self.step_count += 1

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from tessera.errors import ConfigError
+from tessera.pruning.budget import layer_masks
 from tessera.pruning.targets import Target, attach_libraries, select_targets
 
 
@@ -74,9 +75,9 @@ class Sparsifier:
     def step(self) -> None:
         """Recompute every mask from the current weights."""
         self._require()
-        for t in self.targets:
-            w = original_weight(t.module)
-            t.module.parametrizations.weight[0].mask.copy_(t.scheme.mask(w))
+        weights = [original_weight(t.module) for t in self.targets]
+        for t, m in zip(self.targets, layer_masks([t.scheme for t in self.targets], weights), strict=True):
+            t.module.parametrizations.weight[0].mask.copy_(m)
 
     def masks(self) -> dict[str, torch.Tensor]:
         self._require()

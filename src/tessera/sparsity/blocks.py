@@ -86,7 +86,8 @@ def _aligned(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
     return torch.stack([idx // per, (idx % per) * n], 1)
 
 
-def column_values(s: torch.Tensor, n: int, kmax: int) -> tuple[torch.Tensor, torch.Tensor]:
+def column_values(s: torch.Tensor, n: int, kmax: int, traceback: bool = True
+                  ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """f[c, k] for k = 0..kmax (−inf where infeasible) and the DP's take-decisions, for traceback."""
     m, cols = s.shape
     w = window_sums(s, n)
@@ -94,14 +95,46 @@ def column_values(s: torch.Tensor, n: int, kmax: int) -> tuple[torch.Tensor, tor
     ring = n + 1  # best[i] needs best[i-1] and best[i-N] only: keep N+1 rows, not M+1
     best = torch.full((ring, cols, kmax + 1), float("-inf"), dtype=s.dtype)
     best[:, :, 0] = 0.0
-    take = torch.zeros((m + 1, cols, kmax + 1), dtype=torch.bool)
+    take = torch.zeros((m + 1, cols, kmax + 1), dtype=torch.bool) if traceback else None
     for i in range(n, m + 1):
         cand = torch.cat([neg.expand(cols, 1), best[(i - n) % ring, :, :-1] + w[i - n][:, None]], 1)
         keep = best[(i - 1) % ring]
         t = cand > keep
         best[i % ring] = torch.where(t, cand, keep)
-        take[i] = t
+        if take is not None:
+            take[i] = t
     return best[m % ring], take
+
+
+def allocate_blocks(scores: list[torch.Tensor], n: int, total: int) -> list[int]:
+    """Split a global budget of ``total`` N-row blocks across several score matrices (layers) so that the total
+    kept score is maximal — global ranking across layers, exactly: every column of every matrix has a concave
+    value curve (see above), so the K largest marginal gains over all of them are the optimum. Each matrix keeps
+    at least one block, so no layer is cut off entirely.
+
+    >>> allocate_blocks([torch.tensor([[1.], [1.]]), torch.tensor([[5.], [5.], [4.], [4.]])], 2, 3)
+    [1, 2]
+    """
+    mats = [_check(s, n, 0, "optimal") for s in scores]
+    cap = sum((s.shape[0] // n) * s.shape[1] for s in mats)
+    if not len(mats) <= total <= cap:
+        raise ConfigError(f"a global budget of {total} blocks cannot be met by {len(mats)} layers holding at most "
+                          f"{cap} disjoint {n}-row blocks; change the kept fraction")
+    gains, owner = [], []
+    first = []
+    for i, s in enumerate(mats):
+        f, _ = column_values(s, n, min(s.shape[0] // n, total), traceback=False)
+        g = (f[:, 1:] - f[:, :-1]).reshape(-1)
+        g = torch.nan_to_num(g, nan=float("-inf"))
+        best = int(g.argmax())
+        first.append(i)
+        g[best] = float("-inf")  # reserved: every layer's best block is kept
+        gains.append(g)
+        owner.append(torch.full_like(g, i, dtype=torch.long))
+    g, o = torch.cat(gains), torch.cat(owner)
+    top = torch.sort(g, descending=True, stable=True).indices[: total - len(mats)]
+    counts = torch.bincount(o[top], minlength=len(mats)) + 1
+    return counts.tolist()
 
 
 def _optimal(s: torch.Tensor, n: int, k: int) -> torch.Tensor:

@@ -196,29 +196,42 @@ class BlockScheme:
     """Blocks of N consecutive output channels x 1 input (UBP): ``method`` aligned, optimal or bed.
 
     A conv weight is viewed as the Cout x (Cin*kh*kw) matrix; importance is w**2. ``keep`` is the fraction of
-    weights kept, i.e. round(keep * numel / N) blocks.
+    weights kept, i.e. round(keep * numel / N) blocks. ``budget`` "layer" applies that per layer; "global" pools
+    the blocks of every global-budget layer and ranks them across layers (``tessera.pruning`` resolves it into
+    ``blocks``, an explicit per-layer count, before masking).
     """
 
     name: ClassVar[str] = "block"
     n: int = 4
     keep: float = 0.2
     method: str = "bed"
+    budget: str = "layer"
+    blocks: int | None = None
 
     def __post_init__(self) -> None:
         check_keep(self.keep)
         if self.method not in ("aligned", "optimal", "bed"):
             raise ConfigError(f"block method must be aligned, optimal or bed, got {self.method!r}")
+        if self.budget not in ("layer", "global"):
+            raise ConfigError(f"block budget must be 'layer' or 'global', got {self.budget!r}")
 
     def check(self, w: torch.Tensor) -> None:
         self.mask(w[: max(self.n, 1)] if w.shape[0] >= self.n else w)
 
+    def num_blocks(self, w: torch.Tensor) -> int:
+        if self.blocks is not None:
+            return self.blocks
+        m = w.shape[0]
+        k = round(self.keep * w.numel() / self.n)
+        return min(k, (m // self.n) * (w.numel() // m)) if m >= self.n else k
+
+    def scores(self, w: torch.Tensor) -> torch.Tensor:
+        return w.detach().reshape(w.shape[0], -1).double().square()
+
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         from tessera.sparsity.blocks import select_blocks
 
-        mat = w.detach().reshape(w.shape[0], -1).double().square()
-        k = round(self.keep * mat.numel() / self.n)
-        k = min(k, (mat.shape[0] // self.n) * mat.shape[1]) if mat.shape[0] >= self.n else k
-        return select_blocks(mat, self.n, k, self.method).mask.reshape(w.shape)
+        return select_blocks(self.scores(w), self.n, self.num_blocks(w), self.method).mask.reshape(w.shape)
 
 
 def needs_library(scheme: Scheme) -> bool:
