@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import datetime
+import io
 import json
+import math
 import os
 import platform
 import re
 import statistics
 import subprocess
 import time
+import warnings
 from pathlib import Path
+
+import torch
+from torch import nn
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -91,3 +97,42 @@ def median_time(fn, repeats: int = 50, warmup: int = 5, min_seconds: float = 0.0
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def interleaved(fns: dict, rounds: int = 9, per_round: int = 15) -> dict:
+    """Median of per-round medians. Before each round: a pause (the previous contender's spinning worker
+    threads go idle and stop stealing cores) and two untimed calls (this contender's threads wake up)."""
+    meds = {k: [] for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            time.sleep(0.03)
+            fn()
+            fn()
+            ts = []
+            for _ in range(per_round):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            meds[k].append(statistics.median(ts))
+    return {k: 1e3 * statistics.median(v) for k, v in meds.items()}
+
+
+def ort_session(model: nn.Module, x: torch.Tensor, threads: int):
+    import onnxruntime as ort
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    xn = x.numpy()
+    return lambda: sess.run(None, {name: xn})
+
+
+def geomean(xs):
+    return math.exp(sum(math.log(x) for x in xs) / len(xs))

@@ -14,10 +14,7 @@ Usage: python benchmarks/compiler_speed.py [--quick]
 
 from __future__ import annotations
 
-import io
-import math
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -26,7 +23,7 @@ import torch
 from torch import nn
 
 import tessera
-from common import machine, save_json, stamp, write_section
+from common import geomean, interleaved, machine, ort_session, save_json, stamp, write_section
 from tessera.models import create_model
 from tessera.pruning.sparsifier import prune_oneshot
 from tessera.sparsity import PatternLibrary, pattern_connectivity_mask, pattern_mask
@@ -36,47 +33,6 @@ QUICK = "--quick" in sys.argv
 LAYERS = [(64, 56), (128, 28), (256, 14), (512, 7)]
 MODELS = ["resnet20", "resnet32", "resnet56", "vgg6"]
 ROUNDS, PER_ROUND = (3, 5) if QUICK else (9, 15)
-
-
-def interleaved(fns: dict, rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict:
-    """Median of per-round medians. Before each round: a pause (the previous contender's spinning worker
-    threads go idle and stop stealing cores) and two untimed calls (this contender's threads wake up)."""
-    meds = {k: [] for k in fns}
-    for _ in range(rounds):
-        for k, fn in fns.items():
-            time.sleep(0.03)
-            fn()
-            fn()
-            ts = []
-            for _ in range(per_round):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            meds[k].append(statistics.median(ts))
-    return {k: 1e3 * statistics.median(v) for k, v in meds.items()}
-
-
-def ort_session(model: nn.Module, x: torch.Tensor, threads: int):
-    import onnxruntime as ort
-
-    buf = io.BytesIO()
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    xn = x.numpy()
-    return lambda: sess.run(None, {name: xn})
-
-
-def geomean(xs):
-    return math.exp(sum(math.log(x) for x in xs) / len(xs))
 
 
 def layer_part(threads: int, lib: PatternLibrary) -> list[dict]:
@@ -102,7 +58,7 @@ def layer_part(threads: int, lib: PatternLibrary) -> list[dict]:
                 "tessera": lambda cm=cm, x=x: cm(x),
             }
             with torch.no_grad():
-                t = interleaved(fns)
+                t = interleaved(fns, ROUNDS, PER_ROUND)
             d = cm.plans[0].decision
             rows.append({"layer": f"{c}x{hw}x{hw}", "sparsity": label, "threads": threads,
                          "density": cm.plans[0].density, "backend": d.backend, "params": d.params, **t})
@@ -131,7 +87,7 @@ def model_part(threads: int) -> list[dict]:
         with torch.no_grad():
             err = float((cm(x) - m(x)).abs().max() / m(x).abs().max())
             t = interleaved({"torch": lambda m=m, x=x: m(x), "ort": ort_session(m, x, threads),
-                             "tessera": lambda cm=cm, x=x: cm(x)})
+                             "tessera": lambda cm=cm, x=x: cm(x)}, ROUNDS, PER_ROUND)
         sparse_layers = sum(p.decision.backend == "sparse" for p in cm.plans)
         rows.append({"model": name, "threads": threads, "rel_err": err, "sparse_layers": sparse_layers,
                      "conv_layers": len(cm.plans), **t})

@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x"]
 
 
-def main(names: list[str]) -> None:
+TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
+INTRO = "All pruned runs start from the same dense checkpoint and use the same ADMM + masked-retraining schedule."
+
+
+def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = TITLE, intro: str = INTRO) -> None:
     info = machine()
     results = []
     for name in names:
@@ -37,14 +41,13 @@ def main(names: list[str]) -> None:
     for r in results:
         rows.append([
             r.recipe, f"{r.conv_compression:.2f}x", f"{r.pruned_acc:.2f}", f"{r.pruned_acc - r.baseline_acc:+.2f}",
-            f"{r.epochs.get('admm', 0)} ADMM + {r.epochs['retrain']} retrain",
-            f"{(r.seconds.get('admm', 0) + r.seconds['retrain']) / 60:.1f}",
+            " + ".join(f"{v} {k}" for k, v in r.epochs.items() if k != "baseline"),
+            f"{sum(v for k, v in r.seconds.items() if k != 'baseline') / 60:.1f}",
         ])
     md = [
-        "## Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)",
+        f"## {title}",
         "",
-        f"Measured {stamp(info)}. Model vgg6 (6 3x3 convs, width 32, BN), test set 10k images. "
-        "All pruned runs start from the same dense checkpoint and use the same ADMM + masked-retraining schedule.",
+        f"Measured {stamp(info)}. Model vgg6 (6 3x3 convs, width 32, BN), test set 10k images. {intro}",
         "",
         markdown_table(["model", "conv compression", "test acc %", "vs dense (points)", "epochs", "wall min"], rows),
     ]
@@ -54,9 +57,9 @@ def main(names: list[str]) -> None:
         if r.library:
             md += ["", f"Pattern library ({len(r.library)} patterns, kept flat indices of the 3x3 kernel): "
                    f"`{r.library}`"]
-    save_json("pruning_fashion_mnist", {"machine": info, "baseline": base_meta,
+    save_json(section, {"machine": info, "baseline": base_meta,
                                         "results": [asdict(r) for r in results]})
-    write_section("pruning_fashion_mnist", "\n".join(md))
+    write_section(section, "\n".join(md))
     print("\n".join(md))
 
 
