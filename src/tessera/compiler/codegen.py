@@ -69,10 +69,28 @@ class ConvGeometry:
 
 @dataclass(frozen=True)
 class KernelParams:
-    """Tunable parameters: accumulator vectors per tile (R) and vector width in floats (VW)."""
+    """Tunable parameters: accumulator vectors per tile (R), vector width in floats (VW), and ``cblock``: 0 for
+    the per-pattern loops (taps as constants), else the channel-blocked kernel with that many input channels
+    per block (each block's input slice stays in L1 while every filter of a work chunk consumes it)."""
 
     r: int = 6
     vw: int = 8
+    cblock: int = 0
+
+
+FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)
+L1_BUDGET = 16 * 1024  # bytes of input slice per channel block
+
+
+def channel_block(geom: ConvGeometry, taps: list[list[int]], tile: int) -> int:
+    """Input channels per block so that one block's slice of a tile (the union of every tap's reach) fits
+    L1_BUDGET."""
+    spans = sorted({(geom.tap_offset(t), geom.tap_offset(t) + tile) for pat in taps for t in pat})
+    covered, end = 0, -1
+    for lo, hi in spans:
+        covered += max(0, hi - max(lo, end))
+        end = max(end, hi)
+    return max(1, min(geom.cin, L1_BUDGET // (4 * covered)))
 
 
 class ConvRenderer:
@@ -247,8 +265,59 @@ static void {name}(const float *restrict x, float *restrict xp) {{
                 "const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm, "
                 f"const float *restrict bias, {cm}float *restrict xp)")
 
+    def tap_offsets(self) -> list[list[int]]:
+        return [[self.g.tap_offset(t) for t in pat] for pat in self.p.patterns]
+
+    def _blocked_body(self, name: str) -> str:
+        """Channel-blocked variant: per tile and chunk of filters, channel blocks outermost; each kernel is TMAX
+        (offset, weight) taps read from tables (no per-pattern loops), partial sums kept on the stack."""
+        g, k, p = self.g, self.k, self.p
+        r, vw, T, tmax = k.r, k.vw, self.tile, p.tmax
+        nb = -(-g.cin // k.cblock)
+        fc = min(FILTER_CHUNK, p.cout)
+        nchunk = -(-p.cout // fc)
+        zero = " ".join(f"a0_{j} = z;" for j in range(r))
+        load = " ".join(f"a0_{j} = ld(pf + {j * vw});" for j in range(r))
+        save = " ".join(f"st(pf + {j * vw}, a0_{j});" for j in range(r))
+        fmas = " ".join(f"a0_{j} += wi * ld(s + {j * vw});" for j in range(r))
+        src = "xb" if self.direct else "xp"
+        return self._prep(f"{name}_prep") + f"""
+static {self.signature(name)} {{
+        {name}_prep(xb, xp);
+        const float *restrict xin = {src};
+        const vf z = {{0}};
+        #pragma omp for schedule(static, 1)
+        for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
+        const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
+        const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
+        const float *xt = xin + (long)t * {T};
+        float part[{fc * T if nb > 1 else vw}] __attribute__((aligned(64)));
+        (void)part;
+        for (int b = 0; b < {nb}; b++) {{
+        for (int f = c0; f < c1; f++) {{
+        float *pf = part + (f - c0) * {T};
+        (void)pf;
+        vf {", ".join(f"a0_{j}" for j in range(r))};
+        if (b == 0) {{ {zero} }} else {{ {load} }}
+        for (int k = gptr[f * {nb} + b]; k < gptr[f * {nb} + b + 1]; k++) {{
+            const int32_t *o = cidx + (long)k * {tmax};
+            const float *w = wt + (long)k * {tmax};
+            #pragma GCC unroll 16
+            for (int i = 0; i < {tmax}; i++) {{ const float *s = xt + o[i]; const float wi = w[i]; {fmas} }}
+        }}
+        if (b < {nb - 1}) {{ {save} }}
+        else {{{self._epilogue("a0_")}
+        }}
+        }}
+        }}
+        }}
+}}
+"""
+
     def render_body(self, name: str) -> str:
         """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
+        if self.k.cblock:
+            return self._blocked_body(name)
         p, k = self.p, self.k
         P = len(p.patterns)
         loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))

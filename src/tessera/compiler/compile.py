@@ -139,7 +139,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         c, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group), m.relu, m.residual)
+        libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group, geom, list(packed.patterns)),
+                                      m.relu, m.residual)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))
     decisions = decisions or {}

@@ -164,3 +164,42 @@ def unpack_conv(p: PackedConv) -> torch.Tensor:
                     f = int(p.reorder[pos * F + i])
                     w[f, int(p.cin_index[k]), taps] = torch.from_numpy(vals[k, i, : len(taps)].copy())
     return w.reshape(p.cout, p.cin, p.kh, p.kw)
+
+
+@dataclass(frozen=True, eq=False)
+class TapLists:
+    """The channel-blocked view of a packed layer: per filter position and block of input channels, the list of
+    kept kernels, each as TMAX (input offset, weight) taps (weight 0 pads shorter patterns).
+
+    toff[k, t] = channel * plane + offset of tap t in the padded input; tw[k, t] its weight;
+    kptr[f * blocks + b] .. kptr[f * blocks + b + 1] = kernels of filter position f in channel block b.
+    """
+
+    toff: np.ndarray
+    tw: np.ndarray
+    kptr: np.ndarray
+    blocks: int
+
+
+def pack_taps(p: PackedConv, tap_offsets: list[list[int]], plane: int, cblock: int) -> TapLists:
+    """Re-pack a PackedConv for the channel-blocked kernel (same filter order, ``p.reorder``)."""
+    P, F, tmax = len(p.patterns), p.group, p.tmax
+    counts = np.diff(p.group_ptr.astype(np.int64))
+    grp = np.repeat(np.arange(p.units * P), counts)
+    unit, pat = grp // P, grp % P
+    ch = p.cin_index.astype(np.int64)
+    offs = np.zeros((P, tmax), dtype=np.int64)
+    for q, o in enumerate(tap_offsets):
+        offs[q, : len(o)] = o
+    vals = p.weights.reshape(-1, F, tmax)
+    fpos = (unit[:, None] * F + np.arange(F)[None, :]).reshape(-1)  # (K*F,)
+    chf = np.repeat(ch, F)
+    toff = chf[:, None] * plane + offs[np.repeat(pat, F)]
+    tw = vals.reshape(-1, tmax)
+    blocks = max(1, -(-p.cin // cblock))
+    key = (fpos * blocks + chf // cblock) * p.cin + chf
+    order = np.argsort(key, kind="stable")
+    kptr = np.zeros(p.cout * blocks + 1, dtype=np.int64)
+    kptr[1:] = np.cumsum(np.bincount(fpos * blocks + chf // cblock, minlength=p.cout * blocks))
+    return TapLists(np.ascontiguousarray(toff[order], np.int32), np.ascontiguousarray(tw[order], np.float32),
+                    kptr.astype(np.int32), blocks)

@@ -8,7 +8,7 @@ import threading
 import torch
 
 from tessera.compiler.codegen import ConvGeometry, KernelParams, render_layer
-from tessera.compiler.formats import PackedConv
+from tessera.compiler.formats import PackedConv, pack_taps
 from tessera.compiler.toolchain import compile_cached, load_library
 
 _P = ctypes.c_void_p
@@ -16,6 +16,18 @@ _P = ctypes.c_void_p
 
 def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
+
+
+def kernel_arrays(packed: PackedConv, geom: ConvGeometry, params: KernelParams) -> list[torch.Tensor]:
+    """The five arrays a generated conv function reads (weights, pointers, indices, filter order, bias): the
+    FKW arrays for per-pattern loops, the channel-blocked tap lists when ``params.cblock`` is set."""
+    if params.cblock:
+        offsets = [[geom.tap_offset(t) for t in pat] for pat in packed.patterns]
+        tl = pack_taps(packed, offsets, geom.plane, params.cblock)
+        arrays = (tl.tw, tl.kptr, tl.toff, packed.reorder, packed.bias)
+    else:
+        arrays = (packed.weights, packed.group_ptr, packed.cin_index, packed.reorder, packed.bias)
+    return [torch.from_numpy(a).contiguous() for a in arrays]
 
 
 class LayerLibrary:
@@ -50,11 +62,8 @@ class ConvKernel:
         self.fn.argtypes = [ctypes.c_int, _P, _P] + ([_P] if self.residual else []) + [_P] * 6 + [ctypes.c_int]
         lib.scratch_size.restype = ctypes.c_long
         self.scratch_floats = int(lib.scratch_size())
-        self.weights = torch.from_numpy(packed.weights).contiguous()
-        self.group_ptr = torch.from_numpy(packed.group_ptr).contiguous()
-        self.cin_index = torch.from_numpy(packed.cin_index).contiguous()
-        self.reorder = torch.from_numpy(packed.reorder).contiguous()
-        self.bias = torch.from_numpy(packed.bias).contiguous()
+        self.weights, self.group_ptr, self.cin_index, self.reorder, self.bias = \
+            kernel_arrays(packed, self.geom, self.params)
         self._scratch = threading.local()
 
     def _xp(self) -> torch.Tensor:

@@ -22,6 +22,7 @@ from torch import fx, nn
 from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams, padded_plane
 from tessera.compiler.formats import pack_conv
 from tessera.compiler.graph import FusedConv, FusedLinear
+from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.toolchain import compile_cached, load_library
 from tessera.compiler.tune import candidates
 
@@ -132,8 +133,7 @@ class NetworkRenderer:
         x = self._padded_input(node.args[0]).expr
         y = self._new_buf(node, True).expr
         res = f"{self._padded_input(node.args[1]).expr}, " if m.residual else ""
-        arrays = [torch.from_numpy(a) for a in (packed.weights, packed.group_ptr, packed.cin_index,
-                                                 packed.reorder, packed.bias)]
+        arrays = kernel_arrays(packed, geom, kp)
         ptrs = [self._param(a) for a in arrays]
         cmask = f"(const float *){self._param(torch.tensor(r.colmask()))}, " if r.vector_out else ""
         self.lines.append(f"{fn}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "

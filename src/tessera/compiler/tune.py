@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.codegen import KernelParams
+from tessera.compiler.codegen import ConvGeometry, KernelParams, channel_block
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import cache_dir
 from tessera.io import atomic_write_bytes
@@ -81,11 +81,18 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     return d
 
 
-def candidates(vw: int, group: int = 1) -> tuple[KernelParams, ...]:
+def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
+               taps: list[list[int]] | None = None) -> tuple[KernelParams, ...]:
     """Tile widths to try: accumulator vectors per filter, so that group x R accumulators plus the group's
-    weights and one input vector fit the register file (16 vectors with AVX2, 32 with AVX-512)."""
+    weights and one input vector fit the register file (16 vectors with AVX2, 32 with AVX-512). With the layer's
+    geometry and taps, the channel-blocked kernel joins with two tile widths."""
     if vw == 8:
         rs = {1: (3, 6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
+        blocked = (6, 10)
     else:
         rs = {1: (4, 8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))
-    return tuple(KernelParams(r, vw) for r in rs)
+        blocked = (8, 14)
+    out = [KernelParams(r, vw) for r in rs]
+    if geom is not None and taps is not None:
+        out += [KernelParams(r, vw, channel_block(geom, taps, r * vw)) for r in blocked]
+    return tuple(out)
