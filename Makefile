@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RECIPE ?= recipes/patdnn-8x.yaml
 
-.PHONY: setup data demo test lint bench-pruning bench-compiler
+.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -32,3 +32,11 @@ bench-pruning: setup data
 
 bench-compiler: setup
 	$(PY) benchmarks/compiler_speed.py
+
+bench-blocks: setup data
+	$(PY) benchmarks/block_selection.py
+	$(PY) benchmarks/block_speed.py
+	$(PY) benchmarks/block_pruning_fashion_mnist.py
+
+bench-library: setup data
+	$(PY) benchmarks/pattern_library_study.py --seeds 1 --epochs 2,3
