@@ -6,7 +6,8 @@ the same compressions. Every run starts from the committed dense checkpoint with
 schedule as recipes/patdnn-8x.yaml (epochs can be shortened with --epochs A,R). Several seeds per setting.
 
 Writes results/pattern_library_study.json, results/library_*.png, results/accuracy_vs_compression.png and its
-section of RESULTS.md. Usage: python benchmarks/pattern_library_study.py [--seeds 3] [--epochs 5,6] [--only NAME]
+section of RESULTS.md. Usage: python benchmarks/pattern_library_study.py [--seeds 3] [--epochs 5,6] [--only NAME] [--report-only]
+(saved runs are kept: a rerun with more seeds adds only the missing ones)
 """
 
 from __future__ import annotations
@@ -54,15 +55,26 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", default=None, help="ADMM,retrain epochs (default: the recipe's)")
     ap.add_argument("--only", action="append", help="run only these settings (repeatable)")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the report from the saved JSON")
     args = ap.parse_args()
+    saved = RESULTS_DIR / "pattern_library_study.json"
+    previous = json.loads(saved.read_text()) if saved.exists() else None
+    if args.report_only:
+        if previous is None:
+            raise SystemExit(f"no saved runs at {saved}; run the study first")
+        report(previous["runs"], previous["machine"])
+        return
     base = yaml.safe_load((ROOT / "recipes" / "patdnn-8x.yaml").read_text())
     base["baseline"]["checkpoint"] = str(ROOT / base["baseline"]["checkpoint"])
     info = machine()
-    runs = []
+    runs = list(previous["runs"]) if previous else []  # kept: further seeds or settings are added to them
+    done = {(r["setting"], r["seed"]) for r in runs}
     for name, cfg in settings().items():
         if args.only and name not in args.only:
             continue
         for seed in range(args.seeds):
+            if (name, seed) in done:
+                continue
             raw = copy.deepcopy(base)
             raw["name"] = f"{name} seed {seed}"
             raw["seed"] = seed
