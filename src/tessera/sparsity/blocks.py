@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tessera.errors import ConfigError, ShapeError
@@ -200,49 +201,53 @@ def _bed(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
     remaining = s.clone()
     sel = torch.zeros_like(s, dtype=torch.bool)
     ar = torch.arange(cols)
+    span = torch.arange(n)
+    # window sums, one row per column (max along contiguous memory); a pick changes 2N-1 windows of its column
+    w = window_sums(remaining, n).T.contiguous()
     # expansion: every column advances one greedy pick per step; picks are merged globally by value
-    pick_vals, pick_cols, pick_rows = [], [], []
+    pick_vals, pick_cols, pick_rows, pick_free = [], [], [], []
     taken = 0
-    threshold = float("inf")
     while True:
-        w = window_sums(remaining, n)
-        val, r = w.max(0)
-        free = (~sel[r[None, :] + torch.arange(n)[:, None], ar[None, :]]).sum(0)
+        val, r = w.max(1)
+        rows_all = r[None, :] + span[:, None]  # (n, cols)
+        free = (~sel[rows_all, ar[None, :]]).sum(0)
         ok = free > 0
         if not bool(ok.any()):
             break
         pick_vals.append(torch.where(ok, val, torch.full_like(val, -1.0)))
         pick_cols.append(ar)
         pick_rows.append(r)
-        rows = (r[None, :] + torch.arange(n)[:, None])[:, ok]
-        c = ar[ok][None, :].expand_as(rows)
+        pick_free.append(torch.where(ok, free, torch.zeros_like(free)))
+        rows, c = rows_all[:, ok], ar[ok][None, :].expand(n, -1)
+        removed = remaining[rows, c]  # (n, picked columns)
         sel[rows, c] = True
         remaining[rows, c] = 0.0
-        taken += int(free.sum())
+        cum = torch.cat([torch.zeros(1, removed.shape[1], dtype=s.dtype), removed.cumsum(0)])
+        for d in range(-(n - 1), n):  # window starting at r + d overlaps rows max(0,d) .. min(n-1, d+n-1)
+            q = r[ok] + d
+            valid = (q >= 0) & (q <= m - n)
+            delta = cum[min(n, d + n)] - cum[max(0, d)]
+            w[ar[ok][valid], q[valid]] -= delta[valid]
+        taken += int(free[ok].sum())
         # stop once the budget is surely filled by picks worth more than anything a column could still offer
         if taken >= budget:
-            vals = torch.cat(pick_vals)
-            frees = torch.cat([torch.full((cols,), n)] * len(pick_vals))  # upper bound per pick
+            vals, frees = torch.cat(pick_vals), torch.cat(pick_free)
             order = torch.sort(vals, descending=True, stable=True).indices
-            cum = torch.cumsum(frees[order], 0)
-            cut = int(torch.searchsorted(cum, torch.tensor(budget)))
+            cut = int(torch.searchsorted(torch.cumsum(frees[order], 0), torch.tensor(budget)))
             threshold = float(vals[order[min(cut, len(order) - 1)]])
-            if float(val.max()) < threshold:
+            if float(w.max()) < threshold:
                 break
     vals = torch.cat(pick_vals)
-    cols_ = torch.cat(pick_cols)
-    rows_ = torch.cat(pick_rows)
     order = torch.sort(vals, descending=True, stable=True).indices
-    # replay the merged greedy: take picks in value order until the element budget is reached
+    # replay the merged greedy: take picks in value order until the element budget is reached. Within a column
+    # pick values never increase, so value order keeps each column's expansion order and a pick adds exactly
+    # the elements it found free when it was made: the replay is a prefix of a cumulative sum.
+    free = torch.cat(pick_free)[order]
+    before = torch.cumsum(free, 0) - free
+    take = order[(before < budget) & (vals[order] >= 0)]
     chosen = torch.zeros_like(s, dtype=torch.bool)
-    count = 0
-    for i in order.tolist():
-        if vals[i] < 0 or count >= budget:
-            break
-        c, r = int(cols_[i]), int(rows_[i])
-        new = int((~chosen[r : r + n, c]).sum())
-        chosen[r : r + n, c] = True
-        count += new
+    rows = torch.cat(pick_rows)[take][:, None] + torch.arange(n)[None, :]
+    chosen[rows.reshape(-1), torch.cat(pick_cols)[take].repeat_interleave(n)] = True
     return _divide(chosen, s, n, k)
 
 
@@ -250,24 +255,23 @@ def _divide(chosen: torch.Tensor, s: torch.Tensor, n: int, k: int) -> torch.Tens
     """Division: cut every selected run into N-row blocks, growing runs to a multiple of N; then meet K exactly."""
     m, cols = s.shape
     blocks: list[tuple[float, int, int]] = []
-    occupied = torch.zeros_like(chosen)
-    col_idx = torch.nonzero(chosen.any(0)).flatten().tolist()
-    for c in col_idx:
-        col = chosen[:, c].tolist()
-        r = 0
-        while r < m:
-            if not col[r]:
-                r += 1
-                continue
-            e = r
-            while e < m and col[e]:
-                e += 1
-            length = e - r
-            extra = (-length) % n
+    sv = s.T.contiguous().numpy()  # (cols, m): one column per row, for fast scalar access
+    wv = window_sums(s, n).T.contiguous().numpy()  # wv[c, b] = value of the block starting at row b
+    ch = chosen.T.contiguous().numpy()
+    for c in np.flatnonzero(ch.any(1)).tolist():
+        col = ch[c].copy()
+        edges = np.flatnonzero(np.diff(np.concatenate(([False], col, [False])).astype(np.int8)))
+        occupied_to = 0  # rows below this are taken by earlier (possibly grown) runs of the column
+        for r, e in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
+            if r < occupied_to:  # the previous run grew into this one: continue after it
+                r = occupied_to
+                if r >= e:
+                    continue
             lo, hi = r, e
+            extra = (-(hi - lo)) % n
             while extra:  # grow by the better free neighbour that keeps the run inside the column
-                left = s[lo - 1, c] if lo > 0 and not occupied[lo - 1, c] and not col[lo - 1] else None
-                right = s[hi, c] if hi < m and not col[hi] else None
+                left = sv[c, lo - 1] if lo > occupied_to and not col[lo - 1] else None
+                right = sv[c, hi] if hi < m and not col[hi] else None
                 if right is not None and (left is None or right >= left):
                     hi += 1
                 elif left is not None:
@@ -275,14 +279,12 @@ def _divide(chosen: torch.Tensor, s: torch.Tensor, n: int, k: int) -> torch.Tens
                 else:
                     break
                 extra -= 1
-            if (hi - lo) % n:  # could not grow (column edge): shrink instead, dropping the weakest end
+            if (hi - lo) % n:  # could not grow (column edge): shrink instead
                 hi -= (hi - lo) % n
-            for b in range(lo, hi, n):
-                blocks.append((float(s[b : b + n, c].sum()), c, b))
-            occupied[lo:hi, c] = True
-            if hi > e:  # grown into rows that the next run may start at: skip them
-                col[e:hi] = [True] * (hi - e)
-            r = max(e, hi)
+            blocks.extend((float(wv[c, b]), c, b) for b in range(lo, hi, n))
+            if hi > e:  # grown into rows that a later run may start at
+                col[e:hi] = True
+            occupied_to = max(occupied_to, hi, e)
     blocks.sort(key=lambda t: -t[0])
     blocks = blocks[:k]
     if len(blocks) < k:  # too few after division: fill with the best free aligned-anywhere windows
