@@ -99,15 +99,18 @@ def median_time(fn, repeats: int = 50, warmup: int = 5, min_seconds: float = 0.0
     return statistics.median(times)
 
 
-def interleaved(fns: dict, rounds: int = 9, per_round: int = 15) -> dict:
+def interleaved(fns: dict, rounds: int = 9, per_round: int = 15, warm_s: float = 0.01) -> dict:
     """Median of per-round medians. Before each round: a pause (the previous contender's spinning worker
-    threads go idle and stop stealing cores) and two untimed calls (this contender's threads wake up)."""
+    threads go idle and stop stealing cores), then untimed calls for at least ``warm_s`` (this contender's
+    threads, caches and the core's clock are back up; two calls were too few for sub-millisecond layers)."""
     meds = {k: [] for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
             time.sleep(0.03)
             fn()
-            fn()
+            t_end = time.perf_counter() + warm_s
+            while time.perf_counter() < t_end:
+                fn()
             ts = []
             for _ in range(per_round):
                 t0 = time.perf_counter()

@@ -6,8 +6,8 @@ the same compressions. Every run starts from the committed dense checkpoint with
 schedule as recipes/patdnn-8x.yaml (epochs can be shortened with --epochs A,R). Several seeds per setting.
 
 Writes results/pattern_library_study.json, results/library_*.png, results/accuracy_vs_compression.png and its
-section of RESULTS.md. Usage: python benchmarks/pattern_library_study.py [--seeds 3] [--epochs 5,6] [--only NAME] [--report-only]
-(saved runs are kept: a rerun with more seeds adds only the missing ones)
+section of RESULTS.md. Usage: python benchmarks/pattern_library_study.py [--seeds 3] [--epochs 5,6] [--only NAME]
+[--report-only] (saved runs are kept: a rerun with more seeds adds only the missing ones)
 """
 
 from __future__ import annotations

@@ -54,19 +54,20 @@ class BlockKernel:
         self.cols = torch.from_numpy(p.cols).contiguous()
         self.row_ptr = torch.from_numpy(p.row_ptr).contiguous()
         self.bias = torch.from_numpy(p.bias).contiguous()
+        self._consts = (self.values.data_ptr(), self.cols.data_ptr(), self.row_ptr.data_ptr(), self.bias.data_ptr())
         self._scratch = threading.local()
 
-    def _buf(self) -> torch.Tensor:
-        buf = getattr(self._scratch, "buf", None)
-        if buf is None:
-            buf = self._scratch.buf = torch.empty(self.scratch_floats)
-        return buf
+    def _buf(self) -> int:
+        ptr = getattr(self._scratch, "ptr", None)
+        if ptr is None:  # one scratch buffer per calling thread, kept alive with its pointer
+            self._scratch.buf = torch.empty(self.scratch_floats)
+            ptr = self._scratch.ptr = self._scratch.buf.data_ptr()
+        return ptr
 
     def _run(self, pixels: int, images: int, x: torch.Tensor, y: torch.Tensor, res: torch.Tensor | None,
              threads: int) -> None:
         self.fn(pixels, images, x.data_ptr(), y.data_ptr(), None if res is None else res.data_ptr(),
-                self.values.data_ptr(), self.cols.data_ptr(), self.row_ptr.data_ptr(), self.bias.data_ptr(),
-                self._buf().data_ptr(), int(threads))
+                *self._consts, self._buf(), threads)
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
         cout = self.layer.packed.cout

@@ -64,23 +64,25 @@ class ConvKernel:
         self.scratch_floats = int(lib.scratch_size())
         self.weights, self.group_ptr, self.cin_index, self.reorder, self.bias = \
             kernel_arrays(packed, self.geom, self.params)
+        self._consts = tuple(_ptr(a) for a in (self.weights, self.group_ptr, self.cin_index, self.reorder,
+                                               self.bias))
         self._scratch = threading.local()
 
-    def _xp(self) -> torch.Tensor:
-        buf = getattr(self._scratch, "buf", None)
-        if buf is None:  # zero once: the padding borders are never written
-            buf = self._scratch.buf = torch.zeros(self.scratch_floats)
-        return buf
+    def _xp(self) -> int:
+        ptr = getattr(self._scratch, "ptr", None)
+        if ptr is None:  # zero once: the padding borders are never written; one buffer per calling thread
+            self._scratch.buf = torch.zeros(self.scratch_floats)
+            ptr = self._scratch.ptr = self._scratch.buf.data_ptr()
+        return ptr
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
         g = self.geom
         x = x.contiguous()
         n = x.shape[0]
         y = torch.empty(n, g.cout, g.ho, g.wo)
-        args = [n, _ptr(x), _ptr(y)]
         if self.residual:
-            args.append(_ptr(residual.contiguous()))
-        args += [_ptr(self.weights), _ptr(self.group_ptr), _ptr(self.cin_index), _ptr(self.reorder),
-                 _ptr(self.bias), _ptr(self._xp()), int(threads)]
-        self.fn(*args)
+            self.fn(n, x.data_ptr(), y.data_ptr(), residual.contiguous().data_ptr(), *self._consts, self._xp(),
+                    threads)
+        else:
+            self.fn(n, x.data_ptr(), y.data_ptr(), *self._consts, self._xp(), threads)
         return y

@@ -35,10 +35,13 @@ class Decision:
         return asdict(self)
 
 
-def median_ms(fn, repeats: int, warmup: int = 2, budget_s: float = 0.25) -> float:
-    """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first)."""
+def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25) -> float:
+    """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first) and
+    ``warmup_s`` of untimed calls (caches and the core's clock back up)."""
     time.sleep(0.005)
-    for _ in range(warmup):
+    fn()
+    t_end = time.perf_counter() + warmup_s
+    while time.perf_counter() < t_end:
         fn()
     times = []
     deadline = time.perf_counter() + budget_s

@@ -55,8 +55,13 @@ class CompiledModel(nn.Module):
         self.example_shape = tuple(example_shape)
         self.threads = threads
 
-    @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():  # inference only; entering no_grad costs microseconds, so only when needed
+            with torch.no_grad():
+                return self._run(x)
+        return self._run(x)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
         if self.network is not None and x.dim() == 4 and tuple(x.shape[1:]) == self.example_shape[1:] \
                 and x.dtype == torch.float32 and x.device.type == "cpu":
             return self.network(x)
