@@ -27,8 +27,8 @@ class BlockRenderer:
     def padded_rows(self) -> int:
         return int(self.p.row_ptr.size - 1)
 
-    def _block(self) -> str:
-        n, r, vw = self.p.n, self.k.r, self.k.vw
+    def _block(self, r: int) -> str:
+        n, vw = self.p.n, self.k.vw
         loads = " ".join(f"const vf x{j} = ld(s + {j * vw});" for j in range(r))
         fmas = "\n".join(f"                {{ const float w = v[{lane}]; "
                          + " ".join(f"a{lane}_{j} += w * x{j};" for j in range(r)) + " }"
@@ -38,8 +38,8 @@ class BlockRenderer:
 {fmas}
             }}"""
 
-    def _flush(self, lane: int, row: str) -> str:
-        r, vw = self.k.r, self.k.vw
+    def _flush(self, lane: int, row: str, r: int) -> str:
+        vw = self.k.vw
         outs = []
         for j in range(r):
             e = f"a{lane}_{j} + b" + (f" + ld(rr + {j * vw})" if self.residual else "")
@@ -49,16 +49,17 @@ class BlockRenderer:
         return (f"            if ({row} >= r0 && {row} < {self.p.cout}) {{ const vf b = z + bias[{row}]; "
                 f"float *yr = yt + (long)({row}) * ldy; {res}{' '.join(outs)} }}\n            {zero}")
 
-    def render_tile(self, name: str) -> str:
-        n, r = self.p.n, self.k.r
+    def render_tile(self, name: str, r: int) -> str:
+        """The row sweep for a tile of ``r`` vectors (the layer's R, or fewer for the last, partial tile)."""
+        n = self.p.n
         accs = " ".join(f"vf a{lane}_{j} = z;" for lane in range(n) for j in range(r))
         if self.p.aligned:
-            sweep = (f"        for (int k = rp[rb]; k < rp[rb + {n}]; k++)\n{self._block()}\n"
-                     + "\n".join(self._flush(lane, f"rb + {lane}") for lane in range(n)))
+            sweep = (f"        for (int k = rp[rb]; k < rp[rb + {n}]; k++)\n{self._block(r)}\n"
+                     + "\n".join(self._flush(lane, f"rb + {lane}", r) for lane in range(n)))
             start = "r0"
         else:
-            sweep = "\n".join(f"        for (int k = rp[rb + {lane}]; k < rp[rb + {lane + 1}]; k++)\n{self._block()}\n"
-                              + self._flush(lane, f"rb + {lane}") for lane in range(n))
+            sweep = "\n".join(f"        for (int k = rp[rb + {lane}]; k < rp[rb + {lane + 1}]; k++)\n"
+                              f"{self._block(r)}\n" + self._flush(lane, f"rb + {lane}", r) for lane in range(n))
             start = f"(r0 >= {n} ? r0 - {n} : 0)"
         return f"""
 static void {name}(const float *restrict xt, long ldx, float *restrict yt, long ldy, const float *restrict rt,
@@ -74,7 +75,11 @@ static void {name}(const float *restrict xt, long ldx, float *restrict yt, long 
 """
 
     def render_function(self, name: str, tile: str) -> str:
+        """``tile`` names the tile functions: ``{tile}_{r}`` for r = 1 .. R."""
         p, T = self.p, self.tile
+        args = f"(xs, {T}, ys, {T}, rs, r0, r1, vals, cols, rp, bias)"
+        tails = "\n".join(f"                case {r}: {tile}_{r}{args}; break;" for r in range(1, self.k.r)) + \
+            f"\n                default: {tile}_{self.k.r}{args};"
         cin, cout, rows, n = p.cin, p.cout, self.padded_rows, p.n
         res_copy = f"""
             #pragma omp for schedule(static) nowait
@@ -113,10 +118,11 @@ void {name}(int P, int nimg, const float *restrict x, float *restrict y, const f
             const int t = q / chunks, ch = q - t * chunks;
             const int r0 = ch * per, r1 = r0 + per < {rows} ? r0 + per : {rows};
             if (t < full)
-                {tile}(xb + (long)t * {T}, P, yb + (long)t * {T}, P, rb ? rb + (long)t * {T} : 0, r0, r1,
+                {tile}_{self.k.r}(xb + (long)t * {T}, P, yb + (long)t * {T}, P, rb ? rb + (long)t * {T} : 0, r0, r1,
                        vals, cols, rp, bias);
-            else
-                {tile}(xs, {T}, ys, {T}, rs, r0, r1, vals, cols, rp, bias);
+            else switch ((tail + {self.k.vw - 1}) / {self.k.vw}) {{  /* the partial tile: only the vectors it needs */
+{tails}
+            }}
         }}
         if (tail) {{
             #pragma omp for schedule(static)
@@ -138,7 +144,8 @@ def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...
     rs = [BlockRenderer(packed, c, relu, residual) for c in candidates]
     parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4)]
     for i, r in enumerate(rs):
-        parts += [r.render_tile(f"tile_{i}"), r.render_function(f"run_{i}", f"tile_{i}")]
+        parts += [r.render_tile(f"tile_{i}_{w}", w) for w in range(1, r.k.r + 1)]
+        parts.append(r.render_function(f"run_{i}", f"tile_{i}"))
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
     return "".join(parts)
 
