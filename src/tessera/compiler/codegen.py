@@ -274,7 +274,8 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         g, k, p = self.g, self.k, self.p
         r, vw, T, tmax = k.r, k.vw, self.tile, p.tmax
         nb = -(-g.cin // k.cblock)
-        fc = min(FILTER_CHUNK, p.cout)
+        # enough work items for two threads or more even when a layer has a single tile (small images)
+        fc = min(p.cout, FILTER_CHUNK, max(8, -(-p.cout // -(-8 // self.ntiles))))
         nchunk = -(-p.cout // fc)
         zero = " ".join(f"a0_{j} = z;" for j in range(r))
         load = " ".join(f"a0_{j} = ld(pf + {j * vw});" for j in range(r))
