@@ -122,7 +122,9 @@ def report(runs: list[dict], info: dict) -> None:
         library_figure(lib, masks, RESULTS_DIR / "library_best.png", f"{name}, seed {top['seed']}")
     md = ["## Learned vs fixed pattern libraries on Fashion-MNIST (issue: ECCV 2020)", "",
           f"Measured {stamp(info)}. vgg6 width 32 from the committed dense checkpoint "
-          f"({dense:.2f}%, {base_meta.get('epochs', '?')} epochs); mean ± half-range over seeds.", "",
+          f"({dense:.2f}%, {base_meta.get('epochs', '?')} epochs); mean ± half-range over seeds. "
+          "min/run is wall time, which includes any time a run was paused while other benchmarks had the "
+          "machine.", "",
           markdown_table(["setting", "conv compression", "test acc %", "vs dense", "seeds", "epochs", "min/run"],
                          rows), "",
           "![accuracy vs compression](results/accuracy_vs_compression.png)", "",
