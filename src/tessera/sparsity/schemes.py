@@ -193,7 +193,8 @@ class NMScheme:
 @register_scheme
 @dataclass(frozen=True)
 class BlockScheme:
-    """Blocks of N consecutive output channels x 1 input (UBP): ``method`` aligned, optimal or bed.
+    """Blocks of N consecutive output channels x 1 input (UBP): ``method`` aligned, optimal or bed. The default
+    is the exact method: on this project's measurements it is also faster than BED at the sizes used in training.
 
     A conv weight is viewed as the Cout x (Cin*kh*kw) matrix; importance is w**2. ``keep`` is the fraction of
     weights kept, i.e. round(keep * numel / N) blocks. ``budget`` "layer" applies that per layer; "global" pools
@@ -204,7 +205,7 @@ class BlockScheme:
     name: ClassVar[str] = "block"
     n: int = 4
     keep: float = 0.2
-    method: str = "bed"
+    method: str = "optimal"
     budget: str = "layer"
     blocks: int | None = None
 
