@@ -162,3 +162,21 @@ def test_block_layer_tunes_against_dense(method):
     assert d.torch_ms is not None and d.sparse_ms is not None  # both measured; which wins is not asserted
     with torch.no_grad():
         assert rel_err(cm(x), conv(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_block_pruned_3x3_conv_reads_as_block_and_runs_exactly(pad):
+    """A k x k conv pruned in blocks of its Cout x (Cin*k*k) matrix is reported as block sparsity and runs through
+    the general kernel (the block kernel is for 1x1 and linear layers only)."""
+    from tessera.sparsity import make_scheme
+
+    g = torch.Generator().manual_seed(3)
+    conv = nn.Conv2d(16, 32, 3, padding=pad)
+    with torch.no_grad():
+        conv.weight.mul_(make_scheme("block", n=4, keep=0.2).mask(conv.weight))
+    assert analyse_conv(conv.weight).kind == "block"
+    x = torch.randn(2, 16, 12, 12, generator=g)
+    cm = tessera.runtime.compile(nn.Sequential(conv), x, threads=2, network=False, _force="sparse")
+    assert cm.plans[0].kind == "block" and cm.plans[0].bytes and "fkw" in cm.plans[0].bytes
+    with torch.no_grad():
+        assert rel_err(cm(x), conv(x)) <= 1e-5

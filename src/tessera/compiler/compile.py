@@ -51,7 +51,8 @@ class LayerPlan:
 def _block_kernel_fits(m: FusedConv, kind: str) -> bool:
     """Block-sparse weights run on the block kernel when it handles the layer: linear or unpadded 1x1 conv;
     other block-sparse convs go through the general FKW path."""
-    return kind == "block" and (isinstance(m, FusedLinear) or tuple(m.padding) == (0, 0))
+    return kind == "block" and tuple(m.weight.shape[2:]) == (1, 1) and \
+        (isinstance(m, FusedLinear) or tuple(m.padding) == (0, 0))
 
 
 def _unsupported(m: FusedConv, kind: str) -> str | None:

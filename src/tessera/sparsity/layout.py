@@ -14,7 +14,7 @@ from tessera.sparsity.blocks import block_cover
 from tessera.sparsity.patterns import CENTRE, ENTRIES, PatternLibrary
 
 BLOCK_SIZES = (4, 2)  # tried in this order on 1x1 / linear weights
-BLOCK_FILL = 0.75  # a block cover must be at least this full to count as block sparsity
+BLOCK_FILL = 0.95  # a block cover must be this full to count as block sparsity (pruned blocks give 1.0)
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,16 @@ def analyse_conv(w: torch.Tensor) -> ConvLayout:
             index[kernel_mask] = inverse
             kind = "pattern" if bool(kernel_mask.all()) else "pattern_connectivity"
             return ConvLayout(kind, density, kernel_mask, PatternLibrary(uniq), index)
-    if tuple(w.shape[2:]) == (1, 1) and density <= 0.999:
-        found = _blocks(nz.reshape(cout, cin))
-        if found is not None:
-            blocks, n, aligned = found
-            return ConvLayout("block", density, kernel_mask, blocks=blocks, block_n=n, block_aligned=aligned)
     if bool(kernel_mask.all()):
         kind = "dense" if density > 0.999 else "unstructured"
     else:
         kept_full = bool((kept_counts == w.shape[2] * w.shape[3]).all())
-        kind = "connectivity" if kept_full else "unstructured"
+        kind = "connectivity" if kept_full and tuple(w.shape[2:]) != (1, 1) else "unstructured"
+    if kind == "unstructured":  # N-row blocks of the Cout x (Cin*kh*kw) matrix, whoever pruned them
+        found = _blocks(nz.reshape(cout, -1))
+        if found is not None:
+            blocks, n, aligned = found
+            return ConvLayout("block", density, kernel_mask, blocks=blocks, block_n=n, block_aligned=aligned)
     return ConvLayout(kind, density, kernel_mask)
 
 
