@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tessera.compiler.tune import warm_up
+
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
@@ -107,10 +109,7 @@ def interleaved(fns: dict, rounds: int = 9, per_round: int = 15, warm_s: float =
     for _ in range(rounds):
         for k, fn in fns.items():
             time.sleep(0.03)
-            fn()
-            t_end = time.perf_counter() + warm_s
-            while time.perf_counter() < t_end:
-                fn()
+            warm_up(fn, warm_s)
             ts = []
             for _ in range(per_round):
                 t0 = time.perf_counter()

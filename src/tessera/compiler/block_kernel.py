@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import ctypes
-import threading
 
 import torch
 
 from tessera.compiler.block_codegen import block_candidates, render_block_layer
 from tessera.compiler.block_format import PackedBlocks
 from tessera.compiler.codegen import KernelParams
-from tessera.compiler.toolchain import compile_cached, load_library
+from tessera.compiler.kernel import GeneratedLibrary, ThreadScratch
+from tessera.compiler.toolchain import load_library
 
 _P = ctypes.c_void_p
 
 
-class BlockLibrary:
+class BlockLibrary(GeneratedLibrary):
     """The generated source of one block-sparse layer (all tuning candidates) and its compiled library.
 
     ``stride``: a strided 1x1 conv reads every stride-th pixel; ``linear``: inputs are (batch, Cin) rows.
@@ -30,13 +30,7 @@ class BlockLibrary:
             f"/* stride {stride}, linear {int(linear)} */\n"
         self.path = None
 
-    def build(self) -> BlockLibrary:
-        self.path = compile_cached(self.source)
-        return self
-
-    def kernel(self, index: int) -> BlockKernel:
-        if self.path is None:
-            self.build()
+    def _make_kernel(self, index: int) -> BlockKernel:
         return BlockKernel(self, index)
 
 
@@ -55,19 +49,12 @@ class BlockKernel:
         self.row_ptr = torch.from_numpy(p.row_ptr).contiguous()
         self.bias = torch.from_numpy(p.bias).contiguous()
         self._consts = (self.values.data_ptr(), self.cols.data_ptr(), self.row_ptr.data_ptr(), self.bias.data_ptr())
-        self._scratch = threading.local()
-
-    def _buf(self) -> int:
-        ptr = getattr(self._scratch, "ptr", None)
-        if ptr is None:  # one scratch buffer per calling thread, kept alive with its pointer
-            self._scratch.buf = torch.empty(self.scratch_floats)
-            ptr = self._scratch.ptr = self._scratch.buf.data_ptr()
-        return ptr
+        self._scratch = ThreadScratch(self.scratch_floats, zero=False)
 
     def _run(self, pixels: int, images: int, x: torch.Tensor, y: torch.Tensor, res: torch.Tensor | None,
              threads: int) -> None:
         self.fn(pixels, images, x.data_ptr(), y.data_ptr(), None if res is None else res.data_ptr(),
-                *self._consts, self._buf(), threads)
+                *self._consts, self._scratch.ptr(), threads)
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
         cout = self.layer.packed.cout

@@ -48,11 +48,14 @@ class FusedConv(nn.Module):
             y = y + res
         return torch.relu(y) if self.relu else y
 
+    def _fits_kernel(self, x: torch.Tensor) -> bool:
+        """The native kernel takes this input: its compiled shape, fp32 on the CPU, no gradient wanted."""
+        return x.dtype == torch.float32 and x.device.type == "cpu" and \
+            tuple(x.shape[1:]) == tuple(self.in_shape[1:]) and not (x.requires_grad and torch.is_grad_enabled())
+
     def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
-        k = self.kernel
-        if k is not None and x.dtype == torch.float32 and x.device.type == "cpu" and tuple(x.shape[1:]) == \
-                tuple(self.in_shape[1:]) and not (x.requires_grad and torch.is_grad_enabled()):
-            return k(x, res, self.threads)
+        if self.kernel is not None and self._fits_kernel(x):
+            return self.kernel(x, res, self.threads)
         return self.torch_forward(x, res)
 
     def extra_repr(self) -> str:
@@ -73,13 +76,6 @@ class FusedLinear(FusedConv):
         if res is not None:
             y = y + res
         return torch.relu(y) if self.relu else y
-
-    def forward(self, x: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
-        k = self.kernel
-        if k is not None and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 2 and \
-                x.shape[1] == self.in_features and not (x.requires_grad and torch.is_grad_enabled()):
-            return k(x, res, self.threads)
-        return self.torch_forward(x, res)
 
 
 def _is_relu(node: fx.Node, modules: dict) -> bool:

@@ -30,7 +30,43 @@ def kernel_arrays(packed: PackedConv, geom: ConvGeometry, params: KernelParams) 
     return [torch.from_numpy(a).contiguous() for a in arrays]
 
 
-class LayerLibrary:
+class GeneratedLibrary:
+    """One translation unit with a ``run_i`` per tuning candidate: built once (cached by source hash), and one
+    kernel object per candidate, made on first use and reused (tuning and the final choice share it)."""
+
+    source: str
+
+    def build(self):
+        self.path = compile_cached(self.source)
+        return self
+
+    def kernel(self, index: int):
+        if getattr(self, "path", None) is None:
+            self.build()
+        kernels = self.__dict__.setdefault("_kernels", {})
+        if index not in kernels:
+            kernels[index] = self._make_kernel(index)
+        return kernels[index]
+
+    def _make_kernel(self, index: int):
+        raise NotImplementedError
+
+
+class ThreadScratch:
+    """A scratch buffer per calling thread (the generated code writes it), created on first use."""
+
+    def __init__(self, floats: int, zero: bool):
+        self.floats, self.zero, self._local = floats, zero, threading.local()
+
+    def ptr(self) -> int:
+        ptr = getattr(self._local, "ptr", None)
+        if ptr is None:
+            self._local.buf = (torch.zeros if self.zero else torch.empty)(self.floats)
+            ptr = self._local.ptr = self._local.buf.data_ptr()
+        return ptr
+
+
+class LayerLibrary(GeneratedLibrary):
     """The generated source of one layer (all tuning candidates) and its compiled library."""
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], relu: bool,
@@ -39,13 +75,7 @@ class LayerLibrary:
         self.source = render_layer(packed, geom, candidates, relu, residual)
         self.path = None
 
-    def build(self) -> LayerLibrary:
-        self.path = compile_cached(self.source)
-        return self
-
-    def kernel(self, index: int) -> ConvKernel:
-        if self.path is None:
-            self.build()
+    def _make_kernel(self, index: int) -> ConvKernel:
         return ConvKernel(self, index)
 
 
@@ -66,14 +96,7 @@ class ConvKernel:
             kernel_arrays(packed, self.geom, self.params)
         self._consts = tuple(_ptr(a) for a in (self.weights, self.group_ptr, self.cin_index, self.reorder,
                                                self.bias))
-        self._scratch = threading.local()
-
-    def _xp(self) -> int:
-        ptr = getattr(self._scratch, "ptr", None)
-        if ptr is None:  # zero once: the padding borders are never written; one buffer per calling thread
-            self._scratch.buf = torch.zeros(self.scratch_floats)
-            ptr = self._scratch.ptr = self._scratch.buf.data_ptr()
-        return ptr
+        self._xp = ThreadScratch(self.scratch_floats, zero=True)  # zero once: padding borders are never written
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
         g = self.geom
@@ -81,8 +104,8 @@ class ConvKernel:
         n = x.shape[0]
         y = torch.empty(n, g.cout, g.ho, g.wo)
         if self.residual:
-            self.fn(n, x.data_ptr(), y.data_ptr(), residual.contiguous().data_ptr(), *self._consts, self._xp(),
+            self.fn(n, x.data_ptr(), y.data_ptr(), residual.contiguous().data_ptr(), *self._consts, self._xp.ptr(),
                     threads)
         else:
-            self.fn(n, x.data_ptr(), y.data_ptr(), *self._consts, self._xp(), threads)
+            self.fn(n, x.data_ptr(), y.data_ptr(), *self._consts, self._xp.ptr(), threads)
         return y

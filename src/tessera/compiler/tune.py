@@ -35,14 +35,19 @@ class Decision:
         return asdict(self)
 
 
+def warm_up(fn, seconds: float) -> None:
+    """Untimed calls (at least one) for ``seconds``: caches, worker threads and the core's clock back up."""
+    fn()
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        fn()
+
+
 def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25) -> float:
     """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first) and
     ``warmup_s`` of untimed calls (caches and the core's clock back up)."""
     time.sleep(0.005)
-    fn()
-    t_end = time.perf_counter() + warmup_s
-    while time.perf_counter() < t_end:
-        fn()
+    warm_up(fn, warmup_s)
     times = []
     deadline = time.perf_counter() + budget_s
     while len(times) < repeats and (len(times) < 3 or time.perf_counter() < deadline):
