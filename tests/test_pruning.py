@@ -117,3 +117,35 @@ def test_admm_constraints_hold_and_resume_gives_same_masks(tmp_path):
     assert admm_b.rho == pytest.approx(admm_a.rho)
     for k in masks_a:
         assert torch.equal(masks_a[k], masks_b[k])
+
+
+def test_distillation_loss_matches_its_definition():
+    torch.manual_seed(0)
+    s, t = torch.randn(5, 10), torch.randn(5, 10)
+    from tessera.pruning.trainer import distillation_loss
+    p, q = torch.softmax(t / 3, 1), torch.softmax(s / 3, 1)
+    ref = (p * (p.log() - q.log())).sum(1).mean() * 9
+    assert torch.allclose(distillation_loss(s, t, 3.0), ref, atol=1e-6)
+    assert float(distillation_loss(t, t, 3.0)) == pytest.approx(0.0, abs=1e-7)
+
+
+@pytest.mark.parametrize("distill", [0.0, 1.0])
+def test_distilling_from_an_identical_teacher_leaves_the_student_alone(distill):
+    """With distill=1 the only loss is the teacher's; a student equal to its teacher has zero gradient."""
+    import copy
+    train, _ = digits()
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    teacher = copy.deepcopy(m)
+    before = [p.clone() for p in m.parameters()]
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, augment=False,
+                      distill=distill)
+    Trainer(m, train, None, cfg, progress=False, teacher=teacher).fit()
+    moved = any(not torch.allclose(a, b) for a, b in zip(before, m.parameters()))
+    assert moved == (distill == 0.0)
+
+
+def test_distill_without_teacher_is_a_config_error():
+    train, _ = digits()
+    with pytest.raises(ConfigError, match="teacher"):
+        Trainer(tiny(), train, None, TrainConfig(distill=0.5), progress=False)

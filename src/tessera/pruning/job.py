@@ -6,6 +6,7 @@ stopped. The final model is written only once everything succeeded.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -116,10 +117,13 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     targets = sparsifier.select(model)
     epochs = {"baseline": int(base_meta.get("epochs", 0))}
     seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
+    teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the dense baseline, for distillation
+
     def phase(name: str, cfg, hooks=()) -> None:
         """One training phase with its own checkpoint file, resumed if interrupted earlier."""
         t1 = time.perf_counter()
-        tr = Trainer(model, train, test, cfg, hooks=hooks, checkpoint_dir=out, name=name, progress=progress)
+        tr = Trainer(model, train, test, cfg, hooks=hooks, checkpoint_dir=out, name=name, progress=progress,
+                     teacher=teacher)
         tr.resume()
         tr.fit()
         epochs[name], seconds[name] = cfg.epochs, time.perf_counter() - t1

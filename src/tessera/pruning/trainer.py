@@ -37,6 +37,8 @@ class TrainConfig:
     warmup_fraction: float = 0.25
     augment: bool = True  # random crop (pad 2) + horizontal flip
     label_smoothing: float = 0.0
+    distill: float = 0.0  # weight of the soft-target loss from the teacher (the dense baseline); 0 = off
+    temperature: float = 4.0  # softmax temperature of the distillation targets
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -44,6 +46,8 @@ class TrainConfig:
             raise ConfigError(f"schedule must be onecycle, cosine or constant, got {self.schedule!r}")
         if self.epochs < 0 or self.batch_size < 1 or self.lr <= 0:
             raise ConfigError("epochs must be >= 0, batch_size >= 1 and lr > 0")
+        if not 0.0 <= self.distill <= 1.0 or self.temperature <= 0:
+            raise ConfigError("distill must be in [0, 1] and temperature > 0")
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -71,6 +75,13 @@ def augment_batch(x: torch.Tensor, g: torch.Generator, pad: int = 2) -> torch.Te
     flip = torch.rand(b, generator=g) < 0.5
     out[flip] = out[flip].flip(3)
     return out
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target loss: T² · KL(teacher ‖ student) at temperature T (T² keeps gradients in scale)."""
+    t = temperature
+    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), reduction="batchmean",
+                    log_target=True) * (t * t)
 
 
 def normalise(x: torch.Tensor, split: DatasetSplit) -> torch.Tensor:
@@ -114,8 +125,13 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         name: str = "train",
         progress: bool = True,
+        teacher: nn.Module | None = None,
     ):
+        """``teacher``: a trained model whose logits the student learns from when ``config.distill > 0``."""
+        if config.distill > 0 and teacher is None:
+            raise ConfigError("distill > 0 needs a teacher model (the job passes the dense baseline)")
         self.model, self.train, self.test, self.cfg = model, train, test, config
+        self.teacher = teacher.eval() if teacher is not None and config.distill > 0 else None
         self.hooks = list(hooks)
         self.ckpt = Path(checkpoint_dir) / f"{name}.safetensors" if checkpoint_dir else None
         self.name, self.progress = name, progress
@@ -186,8 +202,14 @@ class Trainer:
                     step = epoch * steps_per_epoch + s
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, step, total)
-                    loss = F.cross_entropy(self.model(x), self.train.labels[idx], label_smoothing=cfg.label_smoothing)
+                    logits = self.model(x)
+                    loss = F.cross_entropy(logits, self.train.labels[idx], label_smoothing=cfg.label_smoothing)
                     total_loss = loss
+                    if self.teacher is not None:
+                        with torch.no_grad():
+                            soft = self.teacher(x)
+                        total_loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(
+                            logits, soft, cfg.temperature)
                     for h in self.hooks:
                         if hasattr(h, "penalty"):
                             total_loss = total_loss + h.penalty(self.model)
