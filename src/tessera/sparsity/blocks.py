@@ -14,10 +14,10 @@ never overlap and never cross a column. Given non-negative importance scores S (
   flattened matrix with a global budget (``optimal_flat``, kept as the paper-style reference).
 - ``bed``: Block Expansion and Division. Greedy on *remaining* importance: repeatedly take the best N-window,
   counting only elements not yet selected, so a window may straddle an earlier pick and expand it; then every
-  selected run is divided into N-row blocks (a run whose length is not a multiple of N grows by its best free
-  neighbours, and the weakest blocks are dropped to meet the budget exactly). Picks in one column never change
-  another column, and within a column pick values only decrease, so the global greedy is a merge of per-column
-  greedy sequences; every column advances one pick per vectorised step.
+  selected run is divided into N-row blocks — exactly: the best K blocks within N-1 rows of the selected runs
+  (``_divide``), where the paper cuts runs greedily. Picks in one column never change another column, and
+  within a column pick values only decrease, so the global greedy is a merge of per-column greedy sequences;
+  every column advances one pick per vectorised step.
 """
 
 from __future__ import annotations
@@ -90,11 +90,15 @@ def _aligned(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
 def column_values(s: torch.Tensor, n: int, kmax: int, traceback: bool = True
                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """f[c, k] for k = 0..kmax (−inf where infeasible) and the DP's take-decisions, for traceback."""
-    m, cols = s.shape
-    w = window_sums(s, n)
-    neg = torch.tensor(float("-inf"), dtype=s.dtype)
+    return _window_dp(window_sums(s, n), n, kmax, traceback)
+
+
+def _window_dp(w: torch.Tensor, n: int, kmax: int, traceback: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The per-column DP on window values w (M - N + 1, cols); a window of value −inf is never taken."""
+    m, cols = w.shape[0] + n - 1, w.shape[1]
+    neg = torch.tensor(float("-inf"), dtype=w.dtype)
     ring = n + 1  # best[i] needs best[i-1] and best[i-N] only: keep N+1 rows, not M+1
-    best = torch.full((ring, cols, kmax + 1), float("-inf"), dtype=s.dtype)
+    best = torch.full((ring, cols, kmax + 1), float("-inf"), dtype=w.dtype)
     best[:, :, 0] = 0.0
     take = torch.zeros((m + 1, cols, kmax + 1), dtype=torch.bool) if traceback else None
     for i in range(n, m + 1):
@@ -105,6 +109,23 @@ def column_values(s: torch.Tensor, n: int, kmax: int, traceback: bool = True
         if take is not None:
             take[i] = t
     return best[m % ring], take
+
+
+def _traceback(take: torch.Tensor, count: torch.Tensor, n: int) -> torch.Tensor:
+    """(column, start row) of the blocks the DP took when column c keeps count[c] blocks; vectorised over columns."""
+    m, cols = take.shape[0] - 1, take.shape[1]
+    pos = torch.full((cols,), m, dtype=torch.long)
+    kk = count.clone()
+    ar = torch.arange(cols)
+    out = []
+    while bool((kk > 0).any()):
+        active = kk > 0
+        t = take[pos, ar, kk] & active
+        if bool(t.any()):
+            out.append(torch.stack([ar[t], pos[t] - n], 1))
+        pos = torch.where(t, pos - n, torch.where(active, pos - 1, pos))
+        kk = kk - t.long()
+    return torch.cat(out) if out else torch.zeros(0, 2, dtype=torch.long)
 
 
 def allocate_blocks(scores: list[torch.Tensor], n: int, total: int) -> list[int]:
@@ -145,22 +166,8 @@ def _optimal(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
         return torch.zeros(0, 2, dtype=torch.long)
     f, take = column_values(s, n, kmax)
     gains = f[:, 1:] - f[:, :-1]  # (L, kmax), non-increasing in k (concavity)
-    flat = gains.reshape(-1)
-    idx = torch.sort(flat, descending=True, stable=True).indices[:k]
-    count = torch.bincount(idx // kmax, minlength=cols)
-    # vectorised traceback over all columns
-    pos = torch.full((cols,), m, dtype=torch.long)
-    kk = count.clone()
-    ar = torch.arange(cols)
-    out = []
-    while bool((kk > 0).any()):
-        active = kk > 0
-        t = take[pos, ar, kk] & active
-        if bool(t.any()):
-            out.append(torch.stack([ar[t], pos[t] - n], 1))
-        pos = torch.where(t, pos - n, torch.where(active, pos - 1, pos))
-        kk = kk - t.long()
-    return torch.cat(out) if out else torch.zeros(0, 2, dtype=torch.long)
+    idx = torch.sort(gains.reshape(-1), descending=True, stable=True).indices[:k]
+    return _traceback(take, torch.bincount(idx // kmax, minlength=cols), n)
 
 
 def _optimal_flat(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
@@ -252,53 +259,50 @@ def _bed(s: torch.Tensor, n: int, k: int) -> torch.Tensor:
 
 
 def _divide(chosen: torch.Tensor, s: torch.Tensor, n: int, k: int) -> torch.Tensor:
-    """Division: cut every selected run into N-row blocks, growing runs to a multiple of N; then meet K exactly."""
+    """Division, done exactly: the K best disjoint N-row blocks inside the neighbourhood of the expanded picks.
+
+    Every selected run, widened by N-1 rows on each side (so any way of cutting or growing it into blocks fits),
+    is one segment; segments of a column that touch are one. The per-column DP and the concave merge of
+    ``optimal`` then run on the segments instead of whole columns. This is never worse than cutting each run
+    greedily, and is much cheaper than the exact method at high sparsity, where segments cover a small part of
+    the matrix.
+    """
     m, cols = s.shape
-    blocks: list[tuple[float, int, int]] = []
-    sv = s.T.contiguous().numpy()  # (cols, m): one column per row, for fast scalar access
-    wv = window_sums(s, n).T.contiguous().numpy()  # wv[c, b] = value of the block starting at row b
-    ch = chosen.T.contiguous().numpy()
-    for c in np.flatnonzero(ch.any(1)).tolist():
-        col = ch[c].copy()
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], col, [False])).astype(np.int8)))
-        occupied_to = 0  # rows below this are taken by earlier (possibly grown) runs of the column
-        for r, e in zip(edges[0::2].tolist(), edges[1::2].tolist(), strict=True):
-            if r < occupied_to:  # the previous run grew into this one: continue after it
-                r = occupied_to
-                if r >= e:
-                    continue
-            lo, hi = r, e
-            extra = (-(hi - lo)) % n
-            while extra:  # grow by the better free neighbour that keeps the run inside the column
-                left = sv[c, lo - 1] if lo > occupied_to and not col[lo - 1] else None
-                right = sv[c, hi] if hi < m and not col[hi] else None
-                if right is not None and (left is None or right >= left):
-                    hi += 1
-                elif left is not None:
-                    lo -= 1
-                else:
-                    break
-                extra -= 1
-            if (hi - lo) % n:  # could not grow (column edge): shrink instead
-                hi -= (hi - lo) % n
-            blocks.extend((float(wv[c, b]), c, b) for b in range(lo, hi, n))
-            if hi > e:  # grown into rows that a later run may start at
-                col[e:hi] = True
-            occupied_to = max(occupied_to, hi, e)
-    blocks.sort(key=lambda t: -t[0])
-    blocks = blocks[:k]
-    if len(blocks) < k:  # too few after division: fill with the best free aligned-anywhere windows
-        occ = torch.zeros_like(chosen)
-        for _, c, b in blocks:
-            occ[b : b + n, c] = True
-        while len(blocks) < k:
-            w = window_sums(s.masked_fill(occ, float("-inf")), n)
-            flat = torch.nan_to_num(w, nan=float("-inf"), neginf=float("-inf")).T.reshape(-1)
-            i = int(flat.argmax())
-            c, b = divmod(i, w.shape[0])
-            blocks.append((float(w[b, c]), c, b))
-            occ[b : b + n, c] = True
-    return torch.tensor([(c, b) for _, c, b in blocks], dtype=torch.long).reshape(-1, 2)
+    if k == 0:
+        return torch.zeros(0, 2, dtype=torch.long)
+    near = torch.nn.functional.max_pool1d(chosen.T.double()[:, None, :], 2 * n - 1, 1, n - 1)[:, 0, :] > 0
+    edges = torch.diff(torch.nn.functional.pad(near.to(torch.int8), (1, 1)), dim=1)
+    starts, ends = (edges == 1).nonzero(), (edges == -1).nonzero()  # row-major: same order for both
+    seg_col, seg_lo, seg_len = starts[:, 0], starts[:, 1], ends[:, 1] - starts[:, 1]
+    if int((seg_len // n).sum()) < k:  # not enough room near the picks (rare): divide whole columns
+        seg_col = torch.arange(cols)
+        seg_lo, seg_len = torch.zeros(cols, dtype=torch.long), torch.full((cols,), m, dtype=torch.long)
+    w = window_sums(s, n).T  # (cols, M - N + 1)
+    # segments grouped by length (powers of two), so a long segment does not pad every short one
+    group = torch.ceil(torch.log2(seg_len.double())).long()
+    parts = []
+    for g in torch.unique(group).tolist():
+        idx = (group == g).nonzero()[:, 0]
+        length = int(seg_len[idx].max())
+        if length < n:
+            continue
+        span = torch.arange(length - n + 1)
+        rows = seg_lo[idx][None, :] + span[:, None]
+        valid = span[:, None] <= (seg_len[idx] - n)[None, :]
+        ws = torch.where(valid, w[seg_col[idx][None, :], rows.clamp(max=m - n)], float("-inf"))
+        f, take = _window_dp(ws, n, min(length // n, k), True)
+        parts.append((idx, f, take))
+    gains = [torch.nan_to_num(f[:, 1:] - f[:, :-1], nan=float("-inf")) for _, f, _ in parts]
+    width = max(g.shape[1] for g in gains)
+    flat = torch.cat([torch.nn.functional.pad(g, (0, width - g.shape[1]), value=float("-inf")) for g in gains])
+    top = torch.sort(flat.reshape(-1), descending=True, stable=True).indices[:k]
+    count = torch.bincount(top // width, minlength=flat.shape[0])
+    out, first = [], 0
+    for idx, f, take in parts:
+        b = _traceback(take, count[first : first + len(idx)], n)
+        first += len(idx)
+        out.append(torch.stack([seg_col[idx][b[:, 0]], seg_lo[idx][b[:, 0]] + b[:, 1]], 1))
+    return torch.cat(out)
 
 
 def select_blocks(scores: torch.Tensor, n: int, num_blocks: int, method: str = "optimal") -> BlockSelection:
