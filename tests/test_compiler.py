@@ -240,3 +240,29 @@ def test_network_with_channel_blocked_layers_matches(name):
     assert cm.network is not None and len(decisions) >= 4
     with torch.no_grad():
         assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("cin, cout, h, w, pad, kind", [
+    (16, 24, 56, 56, 1, "pattern_connectivity"),  # 58 -> 64 columns: first tile of a row needs the halo
+    (32, 8, 13, 29, 0, "pattern"),  # odd, non-square, no padding
+    (5, 3, 32, 32, 1, "dense"),  # 9-tap kernels
+    (3, 70, 9, 20, 2, "pattern_connectivity"),
+])
+def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
+    """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
+    from tessera.compiler.codegen import ConvGeometry, vector_width
+    from tessera.compiler.kernel import LayerLibrary
+    from tessera.compiler.tune import candidates
+
+    g = torch.Generator().manual_seed(cin * cout)
+    weight = sparsify(torch.randn(cout, cin, 3, 3, generator=g), kind)
+    b = torch.randn(cout, generator=g)
+    x = torch.randn(2, cin, h, w, generator=g)
+    ref = torch.nn.functional.conv2d(x, weight, b, 1, pad)
+    res = torch.randn(ref.shape, generator=g)
+    packed = pack_conv(weight, b)
+    geom = ConvGeometry(cin, cout, h, w, 3, 3, 1, pad, pad)
+    cands = tuple(c for c in candidates(vector_width(), packed.group, geom, list(packed.patterns)) if c.shift)
+    assert cands, "the shifted variant applies to stride-1 3x3 convs"
+    lib = LayerLibrary(packed, geom, cands, True, True)
+    assert rel_err(lib.kernel(0)(x, res, 2), (ref + res).relu()) <= 1e-5

@@ -14,6 +14,7 @@ The kernel (DESIGN.md, "what made it fast"):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from tessera.compiler.formats import PackedConv
@@ -32,6 +33,7 @@ class ConvGeometry:
     stride: int
     pad_h: int
     pad_w: int
+    pitch: int = 0  # floats per padded row when rounded up (aligned rows); 0: the natural width
 
     @property
     def ho(self) -> int:
@@ -50,7 +52,7 @@ class ConvGeometry:
     @property
     def wph(self) -> int:
         s = self.stride
-        return max(-(-(self.w + 2 * self.pad_w) // s), self.wo + (self.kw - 1) // s)
+        return max(-(-(self.w + 2 * self.pad_w) // s), self.wo + (self.kw - 1) // s, self.pitch)
 
     @property
     def plane(self) -> int:
@@ -76,6 +78,22 @@ class KernelParams:
     r: int = 6
     vw: int = 8
     cblock: int = 0
+    shift: bool = False  # dx-shifted accumulators on aligned rows (see ConvRenderer._shifted_body)
+
+
+def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
+    """The geometry a kernel variant runs on: the shifted variant pads rows to a multiple of the vector width."""
+    if not params.shift:
+        return geom
+    return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
+
+
+def shift_applies(geom: ConvGeometry, group: int) -> bool:
+    """The shifted variant handles stride-1 convs up to 3 wide (a set of accumulators per kernel column) with a
+    single filter per unit; taps may be any subset of the kernel. Not where the aligned rows would waste more
+    than a fifth of the work (narrow images: 7 columns padded to 9 round up to 16)."""
+    padded = geom.w + 2 * geom.pad_w
+    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and -(-padded // 8) * 8 <= 1.2 * padded
 
 
 FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)
@@ -102,7 +120,9 @@ class ConvRenderer:
 #include <omp.h>
 typedef float vf __attribute__((vector_size({vbytes}), aligned(4), may_alias));
 typedef int32_t vi __attribute__((vector_size({vbytes}), aligned(4), may_alias));
+typedef float va __attribute__((vector_size({vbytes}), aligned({vbytes}), may_alias));
 static inline vf ld(const float *p) {{ return *(const vf *)p; }}
+static inline vf lda(const float *p) {{ return *(const va *)p; }}
 static inline void st(float *p, vf v) {{ *(vf *)p = v; }}
 static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }}
 """
@@ -111,14 +131,14 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
                  padded_io: bool = False):
         """``padded_io``: input and output activations are in the padded layout (see :func:`padded_plane`)
         instead of NCHW — the layout the whole-network function keeps between layers."""
-        self.p, self.g, self.k, self.relu, self.residual = packed, geom, params, relu, residual
+        self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         self.padded_io = padded_io
 
     @property
     def direct(self) -> bool:
         """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
         g = self.g
-        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1)
+        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) and not g.pitch
 
     @property
     def vector_out(self) -> bool:
@@ -315,8 +335,100 @@ static {self.signature(name)} {{
 }}
 """
 
+    def _shifted_taps(self, q: int, n_vec: int, halo: bool) -> str:
+        """One kernel of pattern q: each used kernel row is read as aligned vectors once, and each of its taps
+        (dy, dx) accumulates into the set for its dx; sets dx > 0 take one more vector when the tile needs it."""
+        taps, g, vw = self.p.patterns[q], self.g, self.k.vw
+        rows: dict[int, list[tuple[int, int]]] = {}
+        for i, t in enumerate(taps):
+            dy, dx = divmod(t, g.kw)
+            rows.setdefault(dy, []).append((dx, i))
+        lines = []
+        for dy, lst in sorted(rows.items()):
+            nv = n_vec + 1 if halo and any(dx for dx, _ in lst) else n_vec
+            loads = " ".join(f"const vf x{j} = lda(s + {dy * g.wph + j * vw});" for j in range(nv))
+            fmas = []
+            for dx, i in lst:
+                n = n_vec + 1 if halo and dx else n_vec
+                fmas.append(f"{{ const float wi = w[{i}]; " + " ".join(f"c{dx}_{j} += wi * x{j};" for j in range(n))
+                            + " }")
+            lines.append(f"                {{ {loads} {' '.join(fmas)} }}")
+        return "\n".join(lines)
+
+    def _shifted_body(self, name: str) -> str:
+        """dx-shifted accumulators on aligned rows. A tap (dy, dx) adds w * x[p + dy*P + dx] to output p; written
+        as c_dx[q] += w * x[q + dy*P] with q = p + dx, every load is an aligned vector of one input row (the row
+        pitch P is a multiple of VW) and one row load feeds all of a pattern's taps in that row. The three sets
+        are combined once per filter and tile: out[p] = c0[p] + c1[p+1] + c2[p+2]. A tile whose last outputs need
+        c1/c2 beyond it computes one extra vector for those sets (its "halo"). Channel blocks as in
+        ``_blocked_body``; kernels are grouped per (filter, channel block, pattern) so taps stay constants."""
+        g, k, p = self.g, self.k, self.p
+        r, vw, T, tmax, P = k.r, k.vw, self.tile, p.tmax, len(p.patterns)
+        nb = -(-g.cin // k.cblock)
+        fc = min(p.cout, FILTER_CHUNK, max(8, -(-p.cout // -(-8 // self.ntiles))))
+        nchunk = -(-p.cout // fc)
+        nacc = [r] + [r + 1] * (g.kw - 1)  # vectors per set: sets dx > 0 may need the halo vector
+        names = [f"c{d}_{j}" for d in range(g.kw) for j in range(nacc[d])]
+        zero = " ".join(f"{a} = z;" for a in names)
+        load = " ".join(f"{a} = ld(pf + {i * vw});" for i, a in enumerate(names))
+        save = " ".join(f"st(pf + {i * vw}, {a});" for i, a in enumerate(names))
+        span = (r + 1) * vw
+        temps = ", ".join(f"t{d}[{span + vw}] __attribute__((aligned(64)))" for d in range(g.kw))
+        stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(g.kw) for j in range(nacc[d]))
+        combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(g.kw)) + ";"
+                           for j in range(r))
+
+        def loops(halo: bool) -> str:
+            out = []
+            for q in range(P):
+                out.append(f"""            for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{
+                const float *s = xt + cidx[k];
+                const float *w = wt + (long)k * {tmax};
+{self._shifted_taps(q, r, halo)}
+            }}""")
+            return "\n".join(out)
+
+        return self._prep(f"{name}_prep") + f"""
+static {self.signature(name)} {{
+        {name}_prep(xb, xp);
+        const vf z = {{0}};
+        #pragma omp for schedule(static, 1)
+        for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
+        const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
+        const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
+        const float *xt = xp + (long)t * {T};
+        const int pa = t * {T} + {T - 2}, pb = pa + 1;
+        const int halo = (pa < {g.wide} && pa % {g.wph} < {g.wo}) || (pb < {g.wide} && pb % {g.wph} < {g.wo});
+        float part[{fc * len(names) * vw if nb > 1 else vw}] __attribute__((aligned(64)));
+        (void)part;
+        for (int b = 0; b < {nb}; b++) {{
+        for (int f = c0; f < c1; f++) {{
+        float *pf = part + (f - c0) * {len(names) * vw};
+        (void)pf;
+        vf {", ".join(names)};
+        if (b == 0) {{ {zero} }} else {{ {load} }}
+        const int32_t *gp = gptr + ((long)f * {nb} + b) * {P};
+        if (halo) {{
+{loops(True)}
+        }} else {{
+{loops(False)}
+        }}
+        if (b < {nb - 1}) {{ {save} }}
+        else {{
+        float {temps};
+        {stores}
+        {combine}{self._epilogue("o_")}
+        }}
+        }}
+        }}
+        }}
+}}
+"""
+
     def render_body(self, name: str) -> str:
         """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
+        if self.k.shift:
+            return self._shifted_body(name)
         if self.k.cblock:
             return self._blocked_body(name)
         p, k = self.p, self.k

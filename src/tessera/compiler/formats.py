@@ -203,3 +203,23 @@ def pack_taps(p: PackedConv, tap_offsets: list[list[int]], plane: int, cblock: i
     kptr[1:] = np.cumsum(np.bincount(fpos * blocks + chf // cblock, minlength=p.cout * blocks))
     return TapLists(np.ascontiguousarray(toff[order], np.int32), np.ascontiguousarray(tw[order], np.float32),
                     kptr.astype(np.int32), blocks)
+
+
+def pack_pattern_blocks(p: PackedConv, plane: int, cblock: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Re-pack a PackedConv (single-filter units) for the shifted kernel: kernels grouped by (filter position,
+    channel block, pattern), then channel. Returns weights (K, TMAX), group pointers over (f * blocks + b) * P + q
+    and each kernel's input offset (channel * plane)."""
+    P = len(p.patterns)
+    if p.group != 1:
+        raise ValueError("the shifted kernel takes single-filter units")
+    counts = np.diff(p.group_ptr.astype(np.int64))
+    grp = np.repeat(np.arange(p.units * P), counts)
+    f, pat = grp // P, grp % P
+    ch = p.cin_index.astype(np.int64)
+    blocks = max(1, -(-p.cin // cblock))
+    g = (f * blocks + ch // cblock) * P + pat
+    order = np.argsort(g * p.cin + ch, kind="stable")
+    ptr = np.zeros(p.cout * blocks * P + 1, dtype=np.int64)
+    ptr[1:] = np.cumsum(np.bincount(g, minlength=p.cout * blocks * P))
+    return (np.ascontiguousarray(p.weights[order], np.float32), ptr.astype(np.int32),
+            np.ascontiguousarray(ch[order] * plane, np.int32))

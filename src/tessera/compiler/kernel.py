@@ -7,8 +7,8 @@ import threading
 
 import torch
 
-from tessera.compiler.codegen import ConvGeometry, KernelParams, render_layer
-from tessera.compiler.formats import PackedConv, pack_taps
+from tessera.compiler.codegen import ConvGeometry, KernelParams, layer_geometry, render_layer
+from tessera.compiler.formats import PackedConv, pack_pattern_blocks, pack_taps
 from tessera.compiler.toolchain import compile_cached, load_library
 
 _P = ctypes.c_void_p
@@ -20,8 +20,12 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 def kernel_arrays(packed: PackedConv, geom: ConvGeometry, params: KernelParams) -> list[torch.Tensor]:
     """The five arrays a generated conv function reads (weights, pointers, indices, filter order, bias): the
-    FKW arrays for per-pattern loops, the channel-blocked tap lists when ``params.cblock`` is set."""
-    if params.cblock:
+    FKW arrays for per-pattern loops, the channel-blocked tap lists when ``params.cblock`` is set, kernels per
+    (filter, channel block, pattern) for the shifted variant."""
+    if params.shift:
+        wt, ptr, off = pack_pattern_blocks(packed, layer_geometry(geom, params).plane, params.cblock)
+        arrays = (wt, ptr, off, packed.reorder, packed.bias)
+    elif params.cblock:
         offsets = [[geom.tap_offset(t) for t in pat] for pat in packed.patterns]
         tl = pack_taps(packed, offsets, geom.plane, params.cblock)
         arrays = (tl.tw, tl.kptr, tl.toff, packed.reorder, packed.bias)
