@@ -70,7 +70,10 @@ def main() -> None:
     al = [r["aligned_over_opt"] for r in rows]
     md = ["## Block selection: quality and cost (issue: unaligned block pruning)", "",
           f"Measured {stamp(info)}. Retained importance relative to the exact optimum; times in ms (torch ops on "
-          "the default threads, vectorised over columns).", "",
+          "the default threads, vectorised over columns). BED = the paper's expansion (greedy N-windows on "
+          "remaining importance) followed by an exact division: the best K blocks within N-1 rows of the "
+          "expanded runs (per-segment DP + concave merge); the paper's greedy run cutting measured min 0.9896, "
+          "mean 0.9965 on this table (commit 1bd0225).", "",
           f"BED / optimal: min {min(bed):.4f}, mean {statistics.mean(bed):.4f}. "
           f"Aligned / optimal: min {min(al):.4f}, mean {statistics.mean(al):.4f}.", "",
           markdown_table(["matrix", "N", "sparsity", "blocks", "BED/opt", "aligned/opt", "optimal ms", "BED ms",
