@@ -16,7 +16,7 @@ QUICK = {
         "defaults": {"scheme": "pattern_connectivity", "num_patterns": 4, "keep": 0.5},
         "targets": [{"op": "Conv2d", "kernel": 3}],
         "admm": {"train": {"epochs": 1, "batch_size": 64}},
-        "retrain": {"epochs": 1, "batch_size": 64},
+        "retrain": {"epochs": 1, "batch_size": 64, "distill": 0.5},  # learns from the dense baseline too
     },
 }
 
@@ -45,6 +45,7 @@ def test_prune_end_to_end(tmp_path, capsys):
     ({"pruning": {**QUICK["pruning"], "defaults": {"scheme": "pattern_connectivity", "keep": 1.5}}}, r"\(0, 1\]"),
     ({"pruning": {**QUICK["pruning"], "targets": [{"name": "conv9"}]}}, "matches no layer"),
     ({"data": {"name": "fashion_mnist", "root": "/nonexistent"}}, "dataset-fashion-mnist"),
+    ({"pruning": {**QUICK["pruning"], "retrain": {"epochs": 1, "distill": 1.5}}}, r"distill must be in \[0, 1\]"),
     ({"pruning": {**QUICK["pruning"], "algorithm": "oneshot",
                   "defaults": {"scheme": "pattern", "num_patterns": 4, "library": "learn"}}},
      "needs pruning.algorithm admm"),
