@@ -126,7 +126,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
                      teacher=teacher)
         tr.resume()
         tr.fit()
-        epochs[name], seconds[name] = cfg.epochs, time.perf_counter() - t1
+        # training seconds of every epoch, including those done before a resume (not just this call's)
+        epochs[name], seconds[name] = cfg.epochs, max(tr.history.seconds, time.perf_counter() - t1)
 
     if p.algorithm == "admm" and p.admm.train.epochs > 0:
         admm = ADMM(targets, p.admm, math.ceil(len(train) / p.admm.train.batch_size), p.admm.train.epochs)
