@@ -23,7 +23,9 @@ RECIPES = ["patdnn-8x", "patdnn-8x-long", "pattern-only", "magnitude-8x"]
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
 INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: ADMM, hard masks, masked "
-         "retraining; both training phases distil from the dense baseline (weight 0.7, temperature 4).")
+         "retraining; both training phases distil from the dense baseline (weight 0.7, temperature 4). ADMM residual: "
+         "|W - Z| / |W| at the end of ADMM (how far the weights still are from the constraint set); accuracy after "
+         "hard masks: before retraining.")
 
 
 def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = TITLE, intro: str = INTRO) -> None:
@@ -37,11 +39,13 @@ def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = 
         results.append(run_recipe(recipe, progress=False))
     _, base_meta = load_model(ROOT / "checkpoints" / "vgg6-fashion_mnist.safetensors")
     base = results[0]
-    rows = [["dense baseline", "1.00x", f"{base.baseline_acc:.2f}", "-", str(base_meta.get("epochs", "?")),
+    rows = [["dense baseline", "1.00x", f"{base.baseline_acc:.2f}", "-", "-", "-", str(base_meta.get("epochs", "?")),
              f"{base_meta.get('seconds', 0) / 60:.1f}"]]
     for r in results:
         rows.append([
             r.recipe, f"{r.conv_compression:.2f}x", f"{r.pruned_acc:.2f}", f"{r.pruned_acc - r.baseline_acc:+.2f}",
+            "-" if r.admm_residual is None else f"{r.admm_residual:.3f}",
+            "-" if r.hard_pruned_acc is None else f"{r.hard_pruned_acc:.2f}",
             " + ".join(f"{v} {k}" for k, v in r.epochs.items() if k != "baseline"),
             f"{sum(v for k, v in r.seconds.items() if k != 'baseline') / 60:.1f}",
         ])
@@ -50,7 +54,8 @@ def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = 
         "",
         f"Measured {stamp(info)}. Model vgg6 (6 3x3 convs, width 32, BN), test set 10k images. {intro}",
         "",
-        markdown_table(["model", "conv compression", "test acc %", "vs dense (points)", "epochs", "wall min"], rows),
+        markdown_table(["model", "conv compression", "test acc %", "vs dense (points)", "ADMM residual",
+                        "acc. after hard masks %", "epochs", "wall min"], rows),
     ]
     for r in results:
         head, lrows = prune_rows(r)

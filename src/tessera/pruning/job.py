@@ -51,6 +51,8 @@ class PruneResult:
     epochs: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     model_path: str = ""
+    hard_pruned_acc: float | None = None  # right after the hard masks, before retraining
+    admm_residual: float | None = None  # |W - Z| / |W| at the end of ADMM: how close W came to the constraints
 
     @property
     def conv_compression(self) -> float:
@@ -129,25 +131,29 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
         # training seconds of every epoch, including those done before a resume (not just this call's)
         epochs[name], seconds[name] = cfg.epochs, max(tr.history.seconds, time.perf_counter() - t1)
 
+    residual = None
     if p.algorithm == "admm" and p.admm.train.epochs > 0:
         admm = ADMM(targets, p.admm, math.ceil(len(train) / p.admm.train.batch_size), p.admm.train.epochs)
         phase("admm", p.admm.train, [admm])
         if admm.history:
-            log(f"ADMM: residual |W-Z|/|W| = {admm.history[-1]['residual']:.4f}, rho = {admm.rho:.3g}")
+            residual = admm.history[-1]["residual"]
+            log(f"ADMM: residual |W-Z|/|W| = {residual:.4f}, rho = {admm.rho:.3g}")
         sparsifier.targets = targets = admm.targets  # learned libraries, if any, are the final ones
     sparsifier.prepare(model)
     if p.algorithm == "gradual" and p.gradual.train.epochs > 0:
         steps = math.ceil(len(train) / p.gradual.train.batch_size)
         phase("gradual", p.gradual.train, [GradualPruner(sparsifier, p.gradual, steps, p.gradual.train.epochs)])
     sparsifier.step()
-    log(f"hard-pruned: {evaluate(model, test):.2f}% before retraining")
+    hard_acc = evaluate(model, test)
+    log(f"hard-pruned: {hard_acc:.2f}% before retraining")
     phase("retrain", p.retrain)  # masks are buffers in the state dict, so a resumed retrain keeps them
     model = sparsifier.squash_mask()
     acc = evaluate(model, test)
     schemes = {t.name: t.scheme.name for t in targets}
     libs = {t.scheme.library.to_json() for t in targets if getattr(t.scheme, "library", None) is not None}
     library = json.loads(next(iter(libs))) if len(libs) == 1 else None
-    result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds)
+    result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds,
+                         hard_pruned_acc=hard_acc, admm_residual=residual)
     result.model_path = str(out / "model.safetensors")
     save_model(model, result.model_path, base_meta["model"], base_meta["args"], {
         "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
