@@ -18,7 +18,7 @@ from tessera.pruning.recipe import load_recipe
 from tessera.report import markdown_table, prune_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ["patdnn-8x", "patdnn-8x-long", "pattern-only", "magnitude-8x"]
+RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x"]
 
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
