@@ -141,7 +141,7 @@ def test_distilling_from_an_identical_teacher_leaves_the_student_alone(distill):
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.1, momentum=0.0, weight_decay=0.0, augment=False,
                       distill=distill)
     Trainer(m, train, None, cfg, progress=False, teacher=teacher).fit()
-    moved = any(not torch.allclose(a, b) for a, b in zip(before, m.parameters()))
+    moved = any(not torch.allclose(a, b) for a, b in zip(before, m.parameters(), strict=True))
     assert moved == (distill == 0.0)
 
 

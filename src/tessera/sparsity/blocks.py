@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from tessera.errors import ConfigError, ShapeError
@@ -298,7 +297,7 @@ def _divide(chosen: torch.Tensor, s: torch.Tensor, n: int, k: int) -> torch.Tens
     top = torch.sort(flat.reshape(-1), descending=True, stable=True).indices[:k]
     count = torch.bincount(top // width, minlength=flat.shape[0])
     out, first = [], 0
-    for idx, f, take in parts:
+    for idx, _, take in parts:
         b = _traceback(take, count[first : first + len(idx)], n)
         first += len(idx)
         out.append(torch.stack([seg_col[idx][b[:, 0]], seg_lo[idx][b[:, 0]] + b[:, 1]], 1))
