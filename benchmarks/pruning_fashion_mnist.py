@@ -25,7 +25,8 @@ TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity
 INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: ADMM, hard masks, masked "
          "retraining; both training phases distil from the dense baseline (weight 0.7, temperature 4). ADMM residual: "
          "|W - Z| / |W| at the end of ADMM (how far the weights still are from the constraint set); accuracy after "
-         "hard masks: before retraining.")
+         "hard masks: before retraining. Wall minutes count each epoch as it ran; these runs shared the 2 cores "
+         "(with each other and with kernel benchmarks), so one run alone is faster (≈ 2.4 min per epoch).")
 
 
 def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = TITLE, intro: str = INTRO) -> None:
