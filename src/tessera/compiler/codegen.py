@@ -88,12 +88,12 @@ def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
     return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
 
 
-def shift_applies(geom: ConvGeometry, group: int) -> bool:
+def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
     """The shifted variant handles stride-1 convs up to 3 wide (a set of accumulators per kernel column) with a
     single filter per unit; taps may be any subset of the kernel. Not where the aligned rows would waste more
     than a fifth of the work (narrow images: 7 columns padded to 9 round up to 16)."""
     padded = geom.w + 2 * geom.pad_w
-    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and -(-padded // 8) * 8 <= 1.2 * padded
+    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and -(-padded // vw) * vw <= 1.2 * padded
 
 
 FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)
@@ -157,6 +157,14 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     @property
     def ntiles(self) -> int:
         return -(-self.g.wide // self.tile)
+
+    @property
+    def filter_chunks(self) -> tuple[int, int]:
+        """Filters per work item of the channel-blocked kernels and the number of chunks: at most FILTER_CHUNK,
+        and enough work items for two threads or more even when a layer has a single tile (small images)."""
+        cout = self.p.cout
+        fc = min(cout, FILTER_CHUNK, max(8, -(-cout // -(-8 // self.ntiles))))
+        return fc, -(-cout // fc)
 
     @property
     def scratch_floats(self) -> int:
@@ -294,9 +302,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         g, k, p = self.g, self.k, self.p
         r, vw, T, tmax = k.r, k.vw, self.tile, p.tmax
         nb = -(-g.cin // k.cblock)
-        # enough work items for two threads or more even when a layer has a single tile (small images)
-        fc = min(p.cout, FILTER_CHUNK, max(8, -(-p.cout // -(-8 // self.ntiles))))
-        nchunk = -(-p.cout // fc)
+        fc, nchunk = self.filter_chunks
         zero = " ".join(f"a0_{j} = z;" for j in range(r))
         load = " ".join(f"a0_{j} = ld(pf + {j * vw});" for j in range(r))
         save = " ".join(f"st(pf + {j * vw}, a0_{j});" for j in range(r))
@@ -365,8 +371,7 @@ static {self.signature(name)} {{
         g, k, p = self.g, self.k, self.p
         r, vw, T, tmax, P = k.r, k.vw, self.tile, p.tmax, len(p.patterns)
         nb = -(-g.cin // k.cblock)
-        fc = min(p.cout, FILTER_CHUNK, max(8, -(-p.cout // -(-8 // self.ntiles))))
-        nchunk = -(-p.cout // fc)
+        fc, nchunk = self.filter_chunks
         nacc = [r] + [r + 1] * (g.kw - 1)  # vectors per set: sets dx > 0 may need the halo vector
         names = [f"c{d}_{j}" for d in range(g.kw) for j in range(nacc[d])]
         zero = " ".join(f"{a} = z;" for a in names)

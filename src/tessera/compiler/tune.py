@@ -104,7 +104,7 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
     out = [KernelParams(r, vw) for r in rs]
     if geom is not None and taps is not None:
         out += [KernelParams(r, vw, channel_block(geom, taps, r * vw)) for r in blocked]
-        if shift_applies(geom, group):  # 4 vectors x 3 sets (+ halo) fill the AVX2 registers; 2 and 3 never won
+        if shift_applies(geom, group, vw):  # 4 vectors x 3 sets (+ halo) fill the AVX2 registers; 2 and 3 never won
             k = KernelParams(4, vw, 1, True)
             out.append(KernelParams(4, vw, channel_block(layer_geometry(geom, k), taps, 4 * vw), True))
     return tuple(out)
