@@ -181,13 +181,18 @@ class TapLists:
     blocks: int
 
 
+def kernel_rows(p: PackedConv) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each stored kernel's unit position, pattern and input channel (int64), read off the FKW group pointers:
+    the start of every re-packing for another kernel variant."""
+    P = len(p.patterns)
+    grp = np.repeat(np.arange(p.units * P), np.diff(p.group_ptr.astype(np.int64)))
+    return grp // P, grp % P, p.cin_index.astype(np.int64)
+
+
 def pack_taps(p: PackedConv, tap_offsets: list[list[int]], plane: int, cblock: int) -> TapLists:
     """Re-pack a PackedConv for the channel-blocked kernel (same filter order, ``p.reorder``)."""
     P, F, tmax = len(p.patterns), p.group, p.tmax
-    counts = np.diff(p.group_ptr.astype(np.int64))
-    grp = np.repeat(np.arange(p.units * P), counts)
-    unit, pat = grp // P, grp % P
-    ch = p.cin_index.astype(np.int64)
+    unit, pat, ch = kernel_rows(p)
     offs = np.zeros((P, tmax), dtype=np.int64)
     for q, o in enumerate(tap_offsets):
         offs[q, : len(o)] = o
@@ -212,10 +217,7 @@ def pack_pattern_blocks(p: PackedConv, plane: int, cblock: int) -> tuple[np.ndar
     P = len(p.patterns)
     if p.group != 1:
         raise ValueError("the shifted kernel takes single-filter units")
-    counts = np.diff(p.group_ptr.astype(np.int64))
-    grp = np.repeat(np.arange(p.units * P), counts)
-    f, pat = grp // P, grp % P
-    ch = p.cin_index.astype(np.int64)
+    f, pat, ch = kernel_rows(p)
     blocks = max(1, -(-p.cin // cblock))
     g = (f * blocks + ch // cblock) * P + pat
     order = np.argsort(g * p.cin + ch, kind="stable")

@@ -119,7 +119,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     targets = sparsifier.select(model)
     epochs = {"baseline": int(base_meta.get("epochs", 0))}
     seconds = {"baseline": float(base_meta.get("seconds", 0.0))}
-    teacher = copy.deepcopy(model).eval().requires_grad_(False)  # the dense baseline, for distillation
+    distilling = any(c.distill > 0 for c in (p.admm.train, p.gradual.train, p.retrain))
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if distilling else None  # the dense baseline
 
     def phase(name: str, cfg, hooks=()) -> None:
         """One training phase with its own checkpoint file, resumed if interrupted earlier."""
