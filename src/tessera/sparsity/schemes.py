@@ -63,6 +63,13 @@ def make_scheme(name: str, **params) -> Scheme:
     return cls(**params)
 
 
+def check_budget(budget: str) -> None:
+    """``budget`` of a keep-fraction scheme: "layer" keeps ``keep`` in every layer; "erk" keeps ``keep`` of all the
+    "erk" layers' weights together, split by the Erdős–Rényi-Kernel rule (``tessera.sparsity.allocation``)."""
+    if budget not in ("layer", "erk"):
+        raise ConfigError(f"budget must be 'layer' or 'erk', got {budget!r}")
+
+
 class _NoShapeLimit:
     def check(self, w: torch.Tensor) -> None:
         self.mask(w[:1])  # cheap: raises the scheme's own ShapeError on a bad shape
@@ -105,8 +112,11 @@ class PatternConnectivityScheme(_LibraryScheme):
     keep: float = 1 / 3.6
     per_filter: bool = False
 
+    budget: str = "layer"
+
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return pattern_connectivity_mask(w, self._library(), self.keep, self.per_filter)
@@ -121,8 +131,11 @@ class PatternGroupScheme(_LibraryScheme):
     keep: float = 1 / 3.6
     group: int = 4
 
+    budget: str = "layer"
+
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return grouped_pattern_connectivity_mask(w, self._library(), self.keep, self.group)
@@ -137,8 +150,11 @@ class ConnectivityScheme(_NoShapeLimit):
     keep: float = 0.5
     per_filter: bool = False
 
+    budget: str = "layer"
+
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return connectivity_mask(w, self.keep, self.per_filter)
@@ -152,8 +168,11 @@ class MagnitudeScheme(_NoShapeLimit):
     name: ClassVar[str] = "magnitude"
     keep: float = 0.125
 
+    budget: str = "layer"
+
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return magnitude_mask(w, self.keep)
@@ -167,8 +186,11 @@ class FilterScheme(_NoShapeLimit):
     name: ClassVar[str] = "filter"
     keep: float = 0.5
 
+    budget: str = "layer"
+
     def __post_init__(self) -> None:
         check_keep(self.keep)
+        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return filter_mask(w, self.keep)
