@@ -10,6 +10,10 @@ The kernel (DESIGN.md, "what made it fast"):
 - the epilogue (bias from folded BatchNorm, residual add, ReLU) runs while copying a tile's valid columns out.
 - OpenMP over (filter, tile) with filters outermost: a filter's kept channels are streamed along the image
   (sequential, prefetchable), which measured 5-10% faster than tiles outermost on ResNet-18 layer shapes.
+  The channel-blocked kernels run tiles outermost in contiguous blocks per thread (``schedule(static)``): each
+  thread owns a band of rows in every layer, so inside the whole-network function a layer's input mostly sits
+  in the cache of the core that wrote it. Measured against round-robin items (``static, 1``) on 2 threads:
+  resnet20 0.287 -> 0.236 ms, 64x56² layer 0.434 -> 0.382 ms.
 """
 
 from __future__ import annotations
@@ -313,7 +317,7 @@ static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
         const vf z = {{0}};
-        #pragma omp for schedule(static, 1)
+        #pragma omp for schedule(static)
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
@@ -397,7 +401,7 @@ static {self.signature(name)} {{
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const vf z = {{0}};
-        #pragma omp for schedule(static, 1)
+        #pragma omp for schedule(static)
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
