@@ -190,21 +190,27 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
         src_plane, src_row, src_off = (padded_plane(g.h, g.w), g.w + 2, g.w + 3) if self.padded_io else \
             (g.h * g.w, g.w, 0)
+        phases = sorted({(dy % s, dx % s) for pat in self.p.patterns for dy, dx in (divmod(t, g.kw) for t in pat)})
+        copies = []
+        for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
+            j0, j1 = max(0, -(-(g.pad_w - px) // s)), min(g.wph, (g.w - 1 + g.pad_w - px) // s + 1)
+            copies.append(f"""            if (r % {s} == {py}) {{
+                float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
+                const float *sr = srow + {px - g.pad_w};
+                for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];
+            }}""")
+        nl = "\n"
         return f"""
 static void {name}(const float *restrict x, float *restrict xp) {{
-    /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change */
+    /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
+       split across threads, as the conv's tiles are: each thread copies the band of rows it then reads. */
     #pragma omp for schedule(static)
-    for (int c = 0; c < {g.cin}; c++) {{
-        const float *src = x + (long)c * {src_plane} + {src_off};
-        float *dst = xp + (long)c * {g.plane};
-        for (int iy = 0; iy < {g.h}; iy++) {{
-            int r = iy + {g.pad_h};
-            float *row = dst + ((r % {s}) * {s}) * {g.hph * g.wph} + (r / {s}) * {g.wph};
-            const float *srow = src + iy * {src_row};
-            for (int ix = 0; ix < {g.w}; ix++) {{
-                int cc = ix + {g.pad_w};
-                row[(cc % {s}) * {g.hph * g.wph} + cc / {s}] = srow[ix];
-            }}
+    for (int iy = 0; iy < {g.h}; iy++) {{
+        const int r = iy + {g.pad_h};
+        for (int c = 0; c < {g.cin}; c++) {{
+            const float *srow = x + (long)c * {src_plane} + {src_off} + iy * {src_row};
+            float *dst = xp + (long)c * {g.plane};
+{nl.join(copies)}
         }}
     }}
 }}
