@@ -150,8 +150,8 @@ class NetworkRenderer:
         c, h, w = x.shape
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
         y = self._new_buf(node, True)
-        self.lines.append(f"""#pragma omp for schedule(static)
-    for (int c = 0; c < {c}; c++) for (int i = 0; i < {ho}; i++) for (int j = 0; j < {wo}; j++) {{
+        self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
+    for (int i = 0; i < {ho}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {wo}; j++) {{
         float m = {x.at("c", f"i * {s}", f"j * {s}")};
         for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{
             float q = {x.at("c", f"i * {s} + u", f"j * {s} + v")}; m = q > m ? q : m; }}
@@ -214,8 +214,8 @@ class NetworkRenderer:
                     raise Unsupported("input is not an image batch")
                 b = self._new_buf(node, True)
                 c, h, w = shape
-                self.lines.append(f"""#pragma omp for schedule(static)
-    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
+                self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
+    for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
         {b.at("c", "i", "j")} = xb[(long)c * {h * w} + i * {w} + j];""")
                 continue
             if node.op == "output":
