@@ -200,7 +200,7 @@ def test_bad_example_input():
 @given(conv_cases(), st.booleans())
 def test_every_tuning_candidate_matches_torch(case, relu):
     """Every candidate the tuner may pick — per-pattern loops and channel-blocked tap lists — is exact."""
-    from tessera.compiler.codegen import ConvGeometry, vector_width
+    from tessera.compiler.geometry import ConvGeometry, vector_width
     from tessera.compiler.kernel import LayerLibrary
     from tessera.compiler.tune import candidates
 
@@ -250,7 +250,7 @@ def test_network_with_channel_blocked_layers_matches(name):
 ])
 def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
     """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
-    from tessera.compiler.codegen import ConvGeometry, vector_width
+    from tessera.compiler.geometry import ConvGeometry, vector_width
     from tessera.compiler.kernel import LayerLibrary
     from tessera.compiler.tune import candidates
 

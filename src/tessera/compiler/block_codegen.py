@@ -12,7 +12,8 @@ chunk are discarded). A partial last tile is copied into a zero-padded scratch t
 from __future__ import annotations
 
 from tessera.compiler.block_format import PackedBlocks
-from tessera.compiler.codegen import ConvRenderer, KernelParams
+from tessera.compiler.codegen import ConvRenderer
+from tessera.compiler.geometry import KernelParams
 
 
 class BlockRenderer:

@@ -8,7 +8,7 @@ import torch
 
 from tessera.compiler.block_codegen import block_candidates, render_block_layer
 from tessera.compiler.block_format import PackedBlocks
-from tessera.compiler.codegen import KernelParams
+from tessera.compiler.geometry import KernelParams
 from tessera.compiler.kernel import GeneratedLibrary, ThreadScratch
 from tessera.compiler.toolchain import load_library
 

@@ -18,101 +18,14 @@ The kernel (DESIGN.md, "what made it fast"):
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-
 from tessera.compiler.formats import PackedConv
-
-
-@dataclass(frozen=True)
-class ConvGeometry:
-    """Everything about a conv call that is fixed at compile time except the batch size."""
-
-    cin: int
-    cout: int
-    h: int
-    w: int
-    kh: int
-    kw: int
-    stride: int
-    pad_h: int
-    pad_w: int
-    pitch: int = 0  # floats per padded row when rounded up (aligned rows); 0: the natural width
-
-    @property
-    def ho(self) -> int:
-        return (self.h + 2 * self.pad_h - self.kh) // self.stride + 1
-
-    @property
-    def wo(self) -> int:
-        return (self.w + 2 * self.pad_w - self.kw) // self.stride + 1
-
-    @property
-    def hph(self) -> int:
-        # rows each phase plane needs: output rows plus the kernel's reach, never fewer than the padded input
-        s = self.stride
-        return max(-(-(self.h + 2 * self.pad_h) // s), self.ho + (self.kh - 1) // s)
-
-    @property
-    def wph(self) -> int:
-        s = self.stride
-        return max(-(-(self.w + 2 * self.pad_w) // s), self.wo + (self.kw - 1) // s, self.pitch)
-
-    @property
-    def plane(self) -> int:
-        return self.stride * self.stride * self.hph * self.wph
-
-    @property
-    def wide(self) -> int:
-        return self.ho * self.wph
-
-    def tap_offset(self, tap: int) -> int:
-        dy, dx = divmod(tap, self.kw)
-        s = self.stride
-        phase = (dy % s) * s + dx % s
-        return phase * self.hph * self.wph + (dy // s) * self.wph + dx // s
-
-
-@dataclass(frozen=True)
-class KernelParams:
-    """Tunable parameters: accumulator vectors per tile (R), vector width in floats (VW), and ``cblock``: 0 for
-    the per-pattern loops (taps as constants), else the channel-blocked kernel with that many input channels
-    per block (each block's input slice stays in L1 while every filter of a work chunk consumes it)."""
-
-    r: int = 6
-    vw: int = 8
-    cblock: int = 0
-    shift: bool = False  # dx-shifted accumulators on aligned rows (see ConvRenderer._shifted_body)
-
-
-def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
-    """The geometry a kernel variant runs on: the shifted variant pads rows to a multiple of the vector width."""
-    if not params.shift:
-        return geom
-    return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
-
-
-def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
-    """The shifted variant handles stride-1 convs up to 3 wide (a set of accumulators per kernel column) with a
-    single filter per unit; taps may be any subset of the kernel. Not where the aligned rows would waste more
-    than a fifth of the work (narrow images: 7 columns padded to 9 round up to 16)."""
-    padded = geom.w + 2 * geom.pad_w
-    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and -(-padded // vw) * vw <= 1.2 * padded
-
-
-FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)
-L1_BUDGET = 16 * 1024  # bytes of input slice per channel block
-
-
-def channel_block(geom: ConvGeometry, taps: list[list[int]], tile: int) -> int:
-    """Input channels per block so that one block's slice of a tile (the union of every tap's reach) fits
-    L1_BUDGET."""
-    spans = sorted({(geom.tap_offset(t), geom.tap_offset(t) + tile) for pat in taps for t in pat})
-    covered, end = 0, -1
-    for lo, hi in spans:
-        covered += max(0, hi - max(lo, end))
-        end = max(end, hi)
-    return max(1, min(geom.cin, L1_BUDGET // (4 * covered)))
+from tessera.compiler.geometry import (
+    FILTER_CHUNK,
+    ConvGeometry,
+    KernelParams,
+    layer_geometry,
+    padded_plane,
+)
 
 
 class ConvRenderer:
@@ -499,24 +412,3 @@ def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[Kerne
         parts += [r.render_body(f"body_{i}"), r.render_function(f"run_{i}", f"body_{i}")]
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
     return "".join(parts)
-
-
-def padded_plane(h: int, w: int) -> int:
-    """Floats per channel of the padded activation layout: (H+2) x (W+2), one zero pixel around the image.
-
-    The whole-network function keeps every 4-D activation in this layout, so a stride-1 3x3 conv reads its input
-    in place and writes its output as whole vectors straight into the next layer's input.
-    """
-    return (h + 2) * (w + 2)
-
-
-def vector_width() -> int:
-    """Floats per SIMD vector on this CPU: 16 with AVX-512, else 8 (AVX2); gcc -march=native sees the same."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return 16 if " avx512f" in line else 8
-    except OSError:
-        pass
-    return 8

@@ -16,8 +16,8 @@ from torch import fx
 
 from tessera.compiler.block_format import pack_blocks
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.codegen import ConvGeometry, KernelParams, vector_width
 from tessera.compiler.formats import pack_conv
+from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
 from tessera.compiler.graph import FusedConv, FusedLinear, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network

@@ -7,8 +7,9 @@ import threading
 
 import torch
 
-from tessera.compiler.codegen import ConvGeometry, KernelParams, layer_geometry, render_layer
+from tessera.compiler.codegen import render_layer
 from tessera.compiler.formats import PackedConv, pack_pattern_blocks, pack_taps
+from tessera.compiler.geometry import ConvGeometry, KernelParams, layer_geometry
 from tessera.compiler.toolchain import compile_cached, load_library
 
 _P = ctypes.c_void_p

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from tessera.compiler.codegen import ConvGeometry, ConvRenderer, KernelParams, padded_plane
+from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import pack_conv
+from tessera.compiler.geometry import ConvGeometry, KernelParams, padded_plane
 from tessera.compiler.graph import FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.toolchain import compile_cached, load_library

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tessera.compiler.codegen import vector_width
 from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
+from tessera.compiler.geometry import vector_width
 from tessera.compiler.toolchain import compiler_version, find_compiler
 from tessera.errors import CheckpointError, TesseraError
 from tessera.io import load_tensors, save_tensors
