@@ -70,6 +70,18 @@ def check_budget(budget: str) -> None:
         raise ConfigError(f"budget must be 'layer' or 'erk', got {budget!r}")
 
 
+@dataclass(frozen=True)
+class _KeepFraction:
+    """Validation shared by the schemes that keep a fraction ``keep`` (each declares its own default), with its
+    ``budget`` ("layer" or "erk")."""
+
+    budget: str = "layer"
+
+    def __post_init__(self) -> None:
+        check_keep(self.keep)
+        check_budget(self.budget)
+
+
 class _NoShapeLimit:
     def check(self, w: torch.Tensor) -> None:
         self.mask(w[:1])  # cheap: raises the scheme's own ShapeError on a bad shape
@@ -105,18 +117,13 @@ class PatternScheme(_LibraryScheme):
 
 @register_scheme
 @dataclass(frozen=True)
-class PatternConnectivityScheme(_LibraryScheme):
+class PatternConnectivityScheme(_KeepFraction, _LibraryScheme):
     """Patterns plus connectivity pruning: 4 of 9 weights in round(keep*kernels) kernels (PatDNN)."""
 
     name: ClassVar[str] = "pattern_connectivity"
     keep: float = 1 / 3.6
     per_filter: bool = False
 
-    budget: str = "layer"
-
-    def __post_init__(self) -> None:
-        check_keep(self.keep)
-        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return pattern_connectivity_mask(w, self._library(), self.keep, self.per_filter)
@@ -124,18 +131,13 @@ class PatternConnectivityScheme(_LibraryScheme):
 
 @register_scheme
 @dataclass(frozen=True)
-class PatternGroupScheme(_LibraryScheme):
+class PatternGroupScheme(_KeepFraction, _LibraryScheme):
     """Patterns + connectivity shared by groups of ``group`` consecutive filters (tessera's kernel co-design)."""
 
     name: ClassVar[str] = "pattern_group"
     keep: float = 1 / 3.6
     group: int = 4
 
-    budget: str = "layer"
-
-    def __post_init__(self) -> None:
-        check_keep(self.keep)
-        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return grouped_pattern_connectivity_mask(w, self._library(), self.keep, self.group)
@@ -143,18 +145,13 @@ class PatternGroupScheme(_LibraryScheme):
 
 @register_scheme
 @dataclass(frozen=True)
-class ConnectivityScheme(_NoShapeLimit):
+class ConnectivityScheme(_KeepFraction, _NoShapeLimit):
     """Whole kernels removed, the rest dense."""
 
     name: ClassVar[str] = "connectivity"
     keep: float = 0.5
     per_filter: bool = False
 
-    budget: str = "layer"
-
-    def __post_init__(self) -> None:
-        check_keep(self.keep)
-        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return connectivity_mask(w, self.keep, self.per_filter)
@@ -162,17 +159,12 @@ class ConnectivityScheme(_NoShapeLimit):
 
 @register_scheme
 @dataclass(frozen=True)
-class MagnitudeScheme(_NoShapeLimit):
+class MagnitudeScheme(_KeepFraction, _NoShapeLimit):
     """Unstructured magnitude pruning: the accuracy baseline."""
 
     name: ClassVar[str] = "magnitude"
     keep: float = 0.125
 
-    budget: str = "layer"
-
-    def __post_init__(self) -> None:
-        check_keep(self.keep)
-        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return magnitude_mask(w, self.keep)
@@ -180,17 +172,12 @@ class MagnitudeScheme(_NoShapeLimit):
 
 @register_scheme
 @dataclass(frozen=True)
-class FilterScheme(_NoShapeLimit):
+class FilterScheme(_KeepFraction, _NoShapeLimit):
     """Filter (output channel) pruning."""
 
     name: ClassVar[str] = "filter"
     keep: float = 0.5
 
-    budget: str = "layer"
-
-    def __post_init__(self) -> None:
-        check_keep(self.keep)
-        check_budget(self.budget)
 
     def mask(self, w: torch.Tensor) -> torch.Tensor:
         return filter_mask(w, self.keep)
