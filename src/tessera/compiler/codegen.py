@@ -24,6 +24,8 @@ from tessera.compiler.geometry import (
     ConvGeometry,
     KernelParams,
     layer_geometry,
+    padded_origin,
+    padded_pitch,
     padded_plane,
 )
 
@@ -55,7 +57,8 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     def direct(self) -> bool:
         """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
         g = self.g
-        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) and not g.pitch
+        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) \
+            and g.wph == padded_pitch(g.w)
 
     @property
     def vector_out(self) -> bool:
@@ -101,7 +104,8 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         s = g.stride
         if self.direct:
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
-        src_plane, src_row, src_off = (padded_plane(g.h, g.w), g.w + 2, g.w + 3) if self.padded_io else \
+        src_plane, src_row, src_off = (padded_plane(g.h, g.w), padded_pitch(g.w), padded_origin(g.w)) \
+            if self.padded_io else \
             (g.h * g.w, g.w, 0)
         phases = sorted({(dy % s, dx % s) for pat in self.p.patterns for dy, dx in (divmod(t, g.kw) for t in pat)})
         copies = []
@@ -155,8 +159,8 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             return self._vector_epilogue(acc)
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
-        if self.padded_io:  # into the padded output: row stride WO+2, one pixel of border
-            plane, index = padded_plane(g.ho, g.wo), f"(yo + 1) * {g.wo + 2} + xo + u + 1"
+        if self.padded_io:  # into the padded output
+            plane, index = padded_plane(g.ho, g.wo), f"{padded_origin(g.wo)} + yo * {padded_pitch(g.wo)} + xo + u"
         else:
             plane, index = g.ho * g.wo, f"yo * {g.wo} + xo + u"
         return f"""
@@ -182,7 +186,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
     def _vector_epilogue(self, acc: str) -> str:
         """Whole-vector stores into the padded output; columns past the image get 0 (they are its border)."""
         g, T, vw, r = self.g, self.tile, self.k.vw, self.k.r
-        plane, shift = padded_plane(g.ho, g.wo), g.wph + 1
+        plane, shift = padded_plane(g.ho, g.wo), padded_origin(g.wo)  # wide rows are the padded rows
         full = g.wide // T  # tiles that end inside the image
         lines = [f"""
         const float bf = bias[f];

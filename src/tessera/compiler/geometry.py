@@ -42,7 +42,13 @@ class ConvGeometry:
 
     @property
     def wph(self) -> int:
+        """Floats per row of a (phase) plane. At stride 1 a row needs only ``pad_w`` zero columns, not two sets:
+        a tap that reaches past a row's end wraps into the next row's left zero columns (or the next plane's, or
+        the slack), so the right padding of one row is the left padding of the next. 7 columns padded 1 take rows
+        of 8, not 9 — 11% less work on that layer's wide rows (56 columns: 2%)."""
         s = self.stride
+        if s == 1:
+            return max(self.w + self.pad_w, self.wo, self.pitch)
         return max(-(-(self.w + 2 * self.pad_w) // s), self.wo + (self.kw - 1) // s, self.pitch)
 
     @property
@@ -102,13 +108,25 @@ def channel_block(geom: ConvGeometry, taps: list[list[int]], tile: int) -> int:
     return max(1, min(geom.cin, L1_BUDGET // (4 * covered)))
 
 
+def padded_pitch(w: int) -> int:
+    """Floats per row of the padded activation layout: the image row and one zero column, which is the right
+    border of this row and the left border of the next (see :attr:`ConvGeometry.wph`)."""
+    return w + 1
+
+
 def padded_plane(h: int, w: int) -> int:
-    """Floats per channel of the padded activation layout: (H+2) x (W+2), one zero pixel around the image.
+    """Floats per channel of the padded activation layout: H+2 rows (a zero row above and below the image) of
+    :func:`padded_pitch` floats; pixel (y, x) sits at ``padded_origin(w) + y * padded_pitch(w) + x``.
 
     The whole-network function keeps every 4-D activation in this layout, so a stride-1 3x3 conv reads its input
-    in place and writes its output as whole vectors straight into the next layer's input.
+    in place (its planes are exactly these) and writes its output as whole vectors into the next layer's input.
     """
-    return (h + 2) * (w + 2)
+    return (h + 2) * padded_pitch(w)
+
+
+def padded_origin(w: int) -> int:
+    """Offset of pixel (0, 0) in a padded plane: past the top zero row and the first row's zero column."""
+    return padded_pitch(w) + 1
 
 
 def vector_width() -> int:

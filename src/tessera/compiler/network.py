@@ -21,7 +21,7 @@ from torch import fx, nn
 
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry, KernelParams, padded_plane
+from tessera.compiler.geometry import ConvGeometry, KernelParams, padded_origin, padded_pitch, padded_plane
 from tessera.compiler.graph import FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.toolchain import compile_cached, load_library
@@ -53,7 +53,8 @@ class _Buf:
         """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout."""
         if self.padded:
             _, h, w = self.shape
-            return f"{self.expr}[(long)({c}) * {padded_plane(h, w)} + (({y}) + 1) * {w + 2} + ({x}) + 1]"
+            return (f"{self.expr}[(long)({c}) * {padded_plane(h, w)} + {padded_origin(w)} + ({y}) * {padded_pitch(w)} "
+                    f"+ ({x})]")
         _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
         return f"{self.expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 

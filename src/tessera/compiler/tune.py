@@ -89,11 +89,12 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     return d
 
 
-def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 8, hi: int = 15) -> int:
-    """Accumulator vectors per tile (lo..hi) that cover the layer's wide rows with the fewest padded positions;
-    measured on 512x7² (63 positions): 8 vectors (1 tile of 64) ran 25% faster than 10 (a tile of 80)."""
+def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 4, hi: int = 15) -> int:
+    """Accumulator vectors per tile (lo..hi) that cover the layer's wide rows at the least cost: tiles x (R + 2),
+    padded positions plus a per-tile overhead of about two vectors' work (the tap loop's loads and branches).
+    Measured on 512x7² (63 positions): 8 vectors (1 tile of 64) ran 25% faster than 10 (a tile of 80)."""
     n = -(-geom.wide // vw)
-    return min(range(hi, lo - 1, -1), key=lambda r: -(-n // r) * r)
+    return min(range(hi, lo - 1, -1), key=lambda r: -(-n // r) * (r + 2))
 
 
 def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
@@ -111,7 +112,7 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
         blocked = (14, 20, 28)
     out = [KernelParams(r, vw) for r in rs]
     if geom is not None and taps is not None:
-        rs_blocked = list(dict.fromkeys((*blocked, fitted_tile(geom, vw, 8, max(blocked) + 1))))
+        rs_blocked = list(dict.fromkeys((*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))))
         out += [KernelParams(r, vw, channel_block(geom, taps, r * vw)) for r in rs_blocked]
         if shift_applies(geom, group, vw):  # 4 vectors x 3 sets (+ halo) fill the AVX2 registers; 2 and 3 never won
             k = KernelParams(4, vw, 1, True)
