@@ -266,3 +266,21 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
     assert cands, "the shifted variant applies to stride-1 3x3 convs"
     lib = LayerLibrary(packed, geom, cands, True, True)
     assert rel_err(lib.kernel(0)(x, res, 2), (ref + res).relu()) <= 1e-5
+
+
+def test_stride1_rows_share_one_zero_column_and_tiles_fit_them():
+    """A 3x3 pad-1 conv on 7 columns runs on rows of 8 (the zero column between rows is both borders), so its 49
+    outputs take 7 vectors and the fitted tile is exactly those 7 (rows of 9 needed 8 vectors, 15 wasted)."""
+    from tessera.compiler.geometry import ConvGeometry, padded_pitch, padded_plane
+    from tessera.compiler.tune import fitted_tile
+
+    g = ConvGeometry(512, 512, 7, 7, 3, 3, 1, 1, 1)
+    assert (g.wph, g.wide, g.plane) == (8, 56, 9 * 8) and g.plane == padded_plane(7, 7) and padded_pitch(7) == 8
+    assert fitted_tile(g, 8) == 7
+    assert ConvGeometry(3, 3, 7, 7, 3, 3, 2, 1, 1).wph == 5  # stride 2 keeps its phase planes
+    x = torch.randn(1, 5, 7, 7)
+    conv = nn.Conv2d(5, 6, 3, 1, 1).eval()
+    with torch.no_grad():  # a tap past the row's end reads the next row's zero column: results stay exact
+        conv.weight.mul_(pattern_mask(conv.weight, PatternLibrary.default(8)))
+        cm = tessera.compile(conv, x, threads=1, tune=False)
+        torch.testing.assert_close(cm(x), conv(x), rtol=1e-5, atol=1e-5)
