@@ -18,13 +18,18 @@ from tessera.pruning.recipe import load_recipe
 from tessera.report import markdown_table, prune_rows
 
 ROOT = Path(__file__).resolve().parent.parent
-RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x", "patdnn-8x-erk", "patdnn-8x-erk-long"]
+RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x", "patdnn-8x-erk", "patdnn-8x-erk-long", "patdnn-8x-erk-rewind",
+           "patdnn-8x-erk-learned"]
 
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
 INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: ADMM, hard masks, masked "
-         "retraining (the -long run: 20 retraining epochs instead of 10); both training phases distil from the dense "
-         "baseline (weight 0.7, temperature 4). patdnn-8x keeps 1/3.6 of the kernels in every layer; the -erk runs "
+         "retraining (the -long, -rewind and -learned runs: 20 retraining epochs instead of 10; -rewind retrains on "
+         "the baseline's one-cycle schedule peaking at lr 0.05 (learning-rate rewinding) instead of fine-tuning at lr "
+         "0.01 cosine; -learned learns its 8 patterns inside ADMM, starting from all 56, instead of taking the 8 most "
+         "frequent of the dense model; -long and -rewind retrain from patdnn-8x-erk's ADMM checkpoint, whose epochs "
+         "their wall minutes include); both training phases distil from the dense baseline (weight 0.7, "
+         "temperature 4). patdnn-8x keeps 1/3.6 of the kernels in every layer; the -erk runs "
          "keep 1/3.6 of all kernels, split across layers by the ERK rule (budget: erk: the 32x32 layer keeps 79%, "
          "the 128x128 layer 18%), the same 8x fewer conv weights. ADMM residual: "
          "|W - Z| / |W| at the end of ADMM (how far the weights still are from the constraint set); accuracy after "
