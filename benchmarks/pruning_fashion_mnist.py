@@ -2,103 +2,125 @@
 
 Runs the shipped recipes (same baseline, same ADMM and retraining schedule), then writes
 ``results/pruning_fashion_mnist.json`` and its section of ``RESULTS.md``. Each recipe resumes from its checkpoints,
-so an interrupted run can be restarted. Usage: ``python benchmarks/pruning_fashion_mnist.py [recipe names...]``.
+so an interrupted run can be restarted. Recipes named on the command line are (re)run; the table's other rows are
+taken from the stored JSON, each with the date and machine it was measured on (a training run is an hour or more
+of this machine, so a new recipe should not cost re-running the old ones).
+Usage: ``python benchmarks/pruning_fashion_mnist.py [recipe names...]`` (no names: run every recipe).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from common import machine, save_json, stamp, write_section
-from tessera.models import load_model
-from tessera.pruning.job import run_recipe
+from common import RESULTS_DIR, machine, save_json, stamp, write_section
+from tessera.models import create_model, load_model
+from tessera.pruning.job import LayerStats, PruneResult, run_recipe
 from tessera.pruning.recipe import load_recipe
 from tessera.report import markdown_table, prune_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x", "patdnn-8x-erk", "patdnn-8x-erk-long", "patdnn-8x-erk-rewind",
-           "patdnn-8x-erk-learned"]
+           "patdnn-8x-erk-learned-rewind"]
 
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
-INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: ADMM, hard masks, masked "
-         "retraining (the -long, -rewind and -learned runs: 20 retraining epochs instead of 10; -rewind retrains on "
-         "the baseline's one-cycle schedule peaking at lr 0.05 (learning-rate rewinding) instead of fine-tuning at lr "
-         "0.01 cosine; -learned learns its 8 patterns inside ADMM, starting from all 56, instead of taking the 8 most "
-         "frequent of the dense model; -long and -rewind retrain from patdnn-8x-erk's ADMM checkpoint, whose epochs "
-         "their wall minutes include); both training phases distil from the dense baseline (weight 0.7, "
-         "temperature 4). patdnn-8x keeps 1/3.6 of the kernels in every layer; the -erk runs "
-         "keep 1/3.6 of all kernels, split across layers by the ERK rule (budget: erk: the 32x32 layer keeps 79%, "
-         "the 128x128 layer 18%), the same 8x fewer conv weights. ADMM residual: "
-         "|W - Z| / |W| at the end of ADMM (how far the weights still are from the constraint set); accuracy after "
-         "hard masks: before retraining. Wall minutes count each epoch as it ran; these runs shared the 2 cores "
-         "(with each other and with kernel benchmarks), so one run alone is faster (≈ 2.4 min per epoch).")
+INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: 6 ADMM epochs, hard "
+         "masks, masked retraining (10 epochs; the -long and -rewind runs 20: -rewind retrains on the baseline's "
+         "one-cycle schedule peaking at lr 0.05 (learning-rate rewinding) instead of fine-tuning at lr 0.01 cosine; "
+         "-learned learns its 8 patterns inside ADMM, starting from all 56, instead of taking the 8 most frequent of "
+         "the dense model; -long retrained from a copy of patdnn-8x-erk's ADMM checkpoint, whose epochs its wall "
+         "minutes include); both training phases distil from the dense baseline (weight 0.7, temperature 4). "
+         "patdnn-8x keeps 1/3.6 of the kernels in every layer; the -erk runs keep 1/3.6 of all kernels, split across "
+         "layers by the ERK rule (budget: erk: the 32x32 layer keeps 79%, the 128x128 layer 18%), the same 8x fewer "
+         "conv weights. ADMM residual: |W - Z| / |W| at the end of ADMM (how far the weights still are from the "
+         "constraint set); accuracy after hard masks: before retraining. Wall minutes count each epoch as it ran; "
+         "runs shared the 2 cores (with each other and with kernel benchmarks), so one run alone is faster.")
 
 
-def conv_macs_kept(path: str, shape=(1, 1, 28, 28)) -> float:
+def conv_macs_kept(result: PruneResult, model: str = "vgg6", args: dict | None = None,
+                   shape=(1, 1, 28, 28)) -> float:
     """Multiply-adds of the pruned convs over those of the dense ones, per image: what the compiled model
-    computes (a kept weight costs once per output pixel, so early layers on large images weigh more)."""
+    computes (a kept weight costs once per output pixel, so early layers on large images weigh more). Read from
+    the recorded per-layer kept counts, so stored results need no model file."""
     import torch
     from torch import nn
 
-    model, _ = load_model(path)
-    kept, dense = [0], [0]
-
-    def hook(m, _, out):
-        kept[0] += int((m.weight != 0).sum()) * out.shape[-2] * out.shape[-1]
-        dense[0] += m.weight.numel() * out.shape[-2] * out.shape[-1]
-
-    hooks = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    net = create_model(model, **(args or {"in_channels": 1, "num_classes": 10, "width": 32}))
+    pixels: dict[str, int] = {}
+    hooks = [m.register_forward_hook(lambda m, _, out, n=n: pixels.__setitem__(n, out.shape[-2] * out.shape[-1]))
+             for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
     with torch.no_grad():
-        model.eval()(torch.zeros(shape))
+        net.eval()(torch.zeros(shape))
     for h in hooks:
         h.remove()
-    return kept[0] / dense[0]
+    kept = sum(s.kept * pixels[s.name] for s in result.layers)
+    dense = sum(s.total * pixels[s.name] for s in result.layers)
+    return kept / dense
 
 
-def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = TITLE, intro: str = INTRO) -> None:
+def stored_results(section: str) -> dict[str, tuple[PruneResult, dict]]:
+    """Earlier results of this section by recipe name, each with the machine stamp it was measured under."""
+    path = RESULTS_DIR / f"{section}.json"
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    out = {}
+    for d in data.get("results", []):
+        measured = d.pop("measured", None) or data["machine"]
+        d["layers"] = [LayerStats(**{**s, "shape": tuple(s["shape"])}) for s in d["layers"]]
+        out[d["recipe"]] = (PruneResult(**d), measured)
+    return out
+
+
+def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = TITLE, intro: str = INTRO,
+         order: list[str] | None = None) -> None:
+    """Run the recipes ``names``; the table lists ``order`` (default: ``names``), earlier rows from the JSON."""
     info = machine()
-    results = []
+    results: dict[str, tuple[PruneResult, dict]] = stored_results(section)
     for name in names:
         recipe = load_recipe(ROOT / "recipes" / f"{name}.yaml")
         recipe.baseline.checkpoint = str(ROOT / recipe.baseline.checkpoint)
         recipe.output = str(ROOT / recipe.output)
         print(f"== {name}")
-        results.append(run_recipe(recipe, progress=False))
+        results[name] = (run_recipe(recipe, progress=False), info)
+    listed = [(results[n][0], results[n][1]) for n in (order or names) if n in results]
     _, base_meta = load_model(ROOT / "checkpoints" / "vgg6-fashion_mnist.safetensors")
-    base = results[0]
+    base = listed[0][0]
     rows = [["dense baseline", "1.00x", "100%", f"{base.baseline_acc:.2f}", "-", "-", "-",
-             str(base_meta.get("epochs", "?")), f"{base_meta.get('seconds', 0) / 60:.1f}"]]
-    for r in results:
+             str(base_meta.get("epochs", "?")), f"{base_meta.get('seconds', 0) / 60:.1f}", "-"]]
+    for r, measured in listed:
         rows.append([
-            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r.model_path):.1f}%", f"{r.pruned_acc:.2f}",
+            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r):.1f}%", f"{r.pruned_acc:.2f}",
             f"{r.pruned_acc - r.baseline_acc:+.2f}",
             "-" if r.admm_residual is None else f"{r.admm_residual:.3f}",
             "-" if r.hard_pruned_acc is None else f"{r.hard_pruned_acc:.2f}",
             " + ".join(f"{v} {k}" for k, v in r.epochs.items() if k != "baseline"),
             f"{sum(v for k, v in r.seconds.items() if k != 'baseline') / 60:.1f}",
+            f"{measured['date'][:10]}, {measured['cpu']}, {measured.get('commit', '?')}",
         ])
     md = [
         f"## {title}",
         "",
-        f"Measured {stamp(info)}. Model vgg6 (6 3x3 convs, width 32, BN), test set 10k images. {intro}",
+        f"Written {stamp(info)}. Model vgg6 (6 3x3 convs, width 32, BN), test set 10k images. {intro} Each row "
+        "says when, on which CPU and at which commit it was trained (rows not re-run keep their stored result).",
         "",
         markdown_table(["model", "conv compression", "conv MACs kept", "test acc %", "vs dense (points)",
-                        "ADMM residual", "acc. after hard masks %", "epochs", "wall min"], rows),
+                        "ADMM residual", "acc. after hard masks %", "epochs", "wall min", "measured"], rows),
     ]
-    for r in results:
+    for r, _ in listed:
         head, lrows = prune_rows(r)
         md += ["", f"Per-layer, {r.recipe}:", "", markdown_table(head, lrows)]
         if r.library:
             md += ["", f"Pattern library ({len(r.library)} patterns, kept flat indices of the 3x3 kernel): "
                    f"`{r.library}`"]
     save_json(section, {"machine": info, "baseline": base_meta,
-                                        "results": [asdict(r) for r in results]})
+                        "results": [{**asdict(r), "measured": m} for r, m in listed]})
     write_section(section, "\n".join(md))
     print("\n".join(md))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or RECIPES)
+    main(sys.argv[1:] or RECIPES, order=RECIPES)
