@@ -284,3 +284,41 @@ def test_stride1_rows_share_one_zero_column_and_tiles_fit_them():
         conv.weight.mul_(pattern_mask(conv.weight, PatternLibrary.default(8)))
         cm = tessera.compile(conv, x, threads=1, tune=False)
         torch.testing.assert_close(cm(x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+def test_row_band_tiles_give_every_thread_rows():
+    """Row-band parameters: a tile of at most 20 (AVX-512) / 14 (AVX2) vectors, at least one tile per thread,
+    one channel block — so no filter of a tile runs on another thread."""
+    from tessera.compiler.geometry import ConvGeometry
+    from tessera.compiler.tune import row_band_params
+
+    for hw, stride, vw, threads in [(32, 1, 16, 2), (8, 1, 16, 2), (16, 2, 8, 2), (56, 1, 8, 3), (7, 1, 16, 4)]:
+        g = ConvGeometry(24, 40, hw, hw, 3, 3, stride, 1, 1)
+        k = row_band_params(g, threads, vw)
+        ntiles = -(-g.wide // (k.r * vw))
+        assert k.r <= (20 if vw > 8 else 14) and k.cblock == g.cin and not k.shift
+        assert ntiles >= min(threads, -(-g.wide // vw)), (hw, threads, k)
+
+
+def test_network_in_row_bands_matches_and_survives_save(tmp_path):
+    """The whole-network function with row-band parameters (its own, not the layers' decisions) matches torch,
+    and an artifact keeps those parameters."""
+    from types import SimpleNamespace
+
+    from tessera.compiler.compile import _row_bands
+
+    m = pruned("resnet20", 3)
+    x = torch.randn(2, 3, 32, 32)
+    probe = tessera.runtime.compile(m, x, threads=2, network=False, _force="sparse")
+    decisions = {p.name: p.decision.to_json() for p in probe.plans}
+    bands = {k: dataclasses.asdict(v) for k, v in _row_bands(SimpleNamespace(plans=probe.plans), 2, 16).items()}
+    assert len(bands) >= 19
+    cm = tessera.runtime.compile(m, x, threads=2, network=True, _decisions=decisions, _network_params=bands)
+    assert cm.network is not None and cm.network_params == bands
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+    cm.save(tmp_path / "bands.tsr")
+    cm2 = tessera.load(tmp_path / "bands.tsr")
+    assert cm2.network is not None and cm2.network_params == bands
+    with torch.no_grad():
+        assert rel_err(cm2(x), m(x)) <= 1e-5

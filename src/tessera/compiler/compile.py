@@ -22,7 +22,7 @@ from tessera.compiler.graph import FusedConv, FusedLinear, conv_layers, fuse, tr
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.toolchain import cache_dir, find_compiler
-from tessera.compiler.tune import Decision, candidates, median_ms, tune_layer
+from tessera.compiler.tune import Decision, candidates, median_ms, row_band_params, tune_layer
 from tessera.errors import CompileError
 from tessera.io import atomic_write_bytes
 from tessera.sparsity import analyse_conv
@@ -87,12 +87,14 @@ def _capture_inputs(gm: fx.GraphModule, layers, example: torch.Tensor) -> dict:
 
 def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None, tune: bool = True,
                   force: str | None = None, decisions: dict[str, dict] | None = None,
-                  network: bool | None = None, log=None) -> Compiled:
+                  network: bool | None = None, log=None, network_params: dict[str, dict] | None = None) -> Compiled:
     """Trace, fuse, pack, build and tune.
 
     ``force`` = "sparse"/"dense" skips measurement (tests, debugging); ``decisions`` (layer name -> saved
     Decision dict, from an artifact) are reused instead of measuring again. ``network``: True/False forces the
     whole-network native function on or off; None measures it against the layer-by-layer graph.
+    ``network_params`` (layer name -> KernelParams dict, from an artifact) are the whole-network function's
+    kernel parameters when they differ from the per-layer decisions.
     """
     if not isinstance(example, torch.Tensor) or example.dtype != torch.float32 or example.dim() != 4:
         raise CompileError("example_inputs must be one float32 NCHW tensor, e.g. torch.randn(1, 3, 32, 32)")
@@ -168,7 +170,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     why_not = "no C compiler" if not have_cc else "whole-network mode not requested"
     out = Compiled(gm, [plans[lay.name] for lay in layers], None, f"layer-by-layer: {why_not}")
     if have_cc and network is not False and force != "dense":
-        _attach_network(out, example, threads, vw, network, log)
+        _attach_network(out, example, threads, vw, network, log, network_params)
     return out
 
 
@@ -178,28 +180,71 @@ class Compiled:
     plans: list[LayerPlan]
     network: NetworkKernel | None
     network_reason: str
+    network_params: dict[str, dict] | None = None  # the network's own kernel parameters, when not the layers'
 
 
-def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log) -> None:
+def _row_bands(out: Compiled, threads: int, vw: int) -> dict[str, KernelParams]:
+    """Every conv of the network split across threads by rows (see :func:`row_band_params`)."""
+    params = {}
+    for p in out.plans:
+        if len(p.weight_shape) == 4 and len(p.in_shape) == 4 and p.stride[0] == p.stride[1]:
+            co, ci, kh, kw = p.weight_shape
+            geom = ConvGeometry(ci, co, p.in_shape[2], p.in_shape[3], kh, kw, p.stride[0], *p.padding)
+            params[p.name] = row_band_params(geom, threads, vw)
+    return params
+
+
+def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log,
+                    saved: dict[str, dict] | None = None) -> None:
+    """Run the graph as one native function when that measures faster. Two sets of kernel parameters compete
+    at more than one thread: each layer's own tuned choice, and row bands (threads keep to their rows across
+    layers, which per-layer tuning cannot see)."""
     params_for = {p.name: KernelParams(**p.decision.params) for p in out.plans
                   if p.decision.backend == "sparse" and p.decision.params}
+    variants = {"per-layer tiles": params_for}
+    if saved is not None:
+        variants = {"saved parameters": {k: KernelParams(**v) for k, v in saved.items()}}
+    elif threads > 1 and forced is None:
+        variants["row bands"] = {**params_for, **_row_bands(out, threads, vw)}
     with torch.no_grad():
         ref = out.graph(example)
-    net, reason = build_network(out.graph, params_for, vw, threads, tuple(ref.shape))
-    if net is not None and forced is None:
-        key = cache_dir() / f"net-{hashlib.sha256(net.source.encode()).hexdigest()[:32]}-t{threads}" \
-                            f"-b{example.shape[0]}.json"
+    built = {}
+    reason = ""
+    for i, (label, params) in enumerate(variants.items()):
+        net, why = build_network(out.graph, params, vw, threads, tuple(ref.shape))
+        if net is None and i == 0:
+            reason = why
+            break
+        if net is not None:  # a later variant the network cannot hold (e.g. a tile past the slack) drops out
+            built[label] = (net, params)
+    if built and forced is None:
+        key = cache_dir() / ("netv2-" + hashlib.sha256("".join(n.source for n, _ in built.values()).encode())
+                             .hexdigest()[:32] + f"-t{threads}-b{example.shape[0]}.json")
         try:
-            t_graph, t_net = json.loads(key.read_text())
+            times = json.loads(key.read_text())
+            if not isinstance(times, dict) or set(times) != {"layer-by-layer", *built}:
+                raise ValueError("stale timing record")
         except (OSError, ValueError):
             with torch.no_grad():
-                t_graph = median_ms(lambda: out.graph(example), 20)
-                t_net = median_ms(lambda: net(example), 20)
-            atomic_write_bytes(key, json.dumps([t_graph, t_net]).encode())
-        if t_net >= t_graph:
-            net, reason = None, f"layer-by-layer: measured faster ({t_graph:.3f} ms vs {t_net:.3f} ms native)"
+                times = {"layer-by-layer": median_ms(lambda: out.graph(example), 20)}
+                for label, (net, _) in built.items():
+                    times[label] = median_ms(lambda net=net: net(example), 20)
+            atomic_write_bytes(key, json.dumps(times).encode())
+        best = min(times, key=times.get)
+        others = ", ".join(f"{times[k]:.3f} ms {k}" for k in times if k != best)
+        if best == "layer-by-layer":
+            built, reason = {}, f"layer-by-layer: measured faster ({times[best]:.3f} ms vs {others} native)"
         else:
-            reason = f"whole network in one native call ({t_net:.3f} ms vs {t_graph:.3f} ms layer-by-layer)"
-    out.network, out.network_reason = net, reason
+            built = {best: built[best]}
+            reason = f"whole network in one native call, {best} ({times[best]:.3f} ms vs {others})"
+    elif built:
+        reason = "whole network in one native call"
+    if built:
+        label, (net, params) = next(iter(built.items()))
+        out.network = net
+        out.network_params = None if params is params_for else {k: asdict(v) for k, v in params.items()}
+    else:
+        out.network = None
+    out.network_reason = reason
     if log:
         log(reason)

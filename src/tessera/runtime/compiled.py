@@ -51,6 +51,7 @@ class CompiledModel(nn.Module):
         self.plans: list[LayerPlan] = compiled.plans
         self.network = compiled.network
         self.network_reason = compiled.network_reason
+        self.network_params = compiled.network_params
         self._source = [source]  # kept out of the module tree: only for save()
         self.example_shape = tuple(example_shape)
         self.threads = threads
@@ -100,13 +101,15 @@ class CompiledModel(nn.Module):
             "zoo": getattr(src, "tessera_zoo", None),
             "decisions": {p.name: p.decision.to_json() for p in self.plans},
             "network": self.network is not None,
+            "network_params": self.network_params,
             "sha256": _checksum(tensors),
         }
         save_tensors(path, tensors, meta)
 
 
 def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: bool = True,
-            network: bool | None = None, log=None, _decisions=None, _force=None) -> CompiledModel:
+            network: bool | None = None, log=None, _decisions=None, _force=None,
+            _network_params=None) -> CompiledModel:
     """Compile ``model`` for inputs shaped like ``example_inputs`` (a tensor or a 1-tuple of one).
 
     Each conv's sparsity is read from its weights; pattern / connectivity layers get generated C kernels when
@@ -123,7 +126,8 @@ def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: 
     was_training = model.training
     model.eval()
     compiled = compile_graph(model, example, threads, tune, force=_force, decisions=_decisions,
-                             network=network if tune or network is not None else False, log=log)
+                             network=network if tune or network is not None else False, log=log,
+                             network_params=_network_params)
     model.train(was_training)
     return CompiledModel(compiled, model, example.shape, int(threads or torch.get_num_threads())).eval()
 
@@ -157,7 +161,8 @@ def load(path: str | Path, model: nn.Module | None = None, threads: int | None =
     decisions = meta["decisions"] if same and threads == meta.get("threads") else None
     example = torch.zeros(meta["example_shape"])
     return compile(model, example, threads=threads, _decisions=decisions,
-                   network=meta.get("network") if decisions is not None else None)
+                   network=meta.get("network") if decisions is not None else None,
+                   _network_params=meta.get("network_params") if decisions is not None else None)
 
 
 def _bytes(b: dict | None) -> str:
