@@ -102,8 +102,10 @@ def model_part(threads: int) -> list[dict]:
             t = interleaved({"torch": lambda m=m, x=x: m(x), "ort": ort_session(m, x, threads),
                              "tessera": lambda cm=cm, x=x: cm(x)}, ROUNDS, PER_ROUND)
         sparse_layers = sum(p.decision.backend == "sparse" for p in cm.plans)
+        execution = "layer-by-layer" if cm.network is None else \
+            "native, row bands" if cm.network_params else "native, per-layer tiles"
         rows.append({"model": name, "threads": threads, "rel_err": err, "sparse_layers": sparse_layers,
-                     "conv_layers": len(cm.plans), **t})
+                     "conv_layers": len(cm.plans), "execution": execution, **t})
         print(rows[-1], flush=True)
     return rows
 
@@ -221,10 +223,10 @@ def main() -> None:
            markdown_table(["sparsity", "threads", "vs torch dense", "vs ORT dense"], summ), ""]
     mbody = [[r["model"], r["threads"], f"{r['sparse_layers']}/{r['conv_layers']}", f"{r['torch']:.3f}",
               f"{r['ort']:.3f}", f"{r['tessera']:.3f}", f"{r['x_torch']:.2f}x",
-              f"{r['x_ort']:.2f}x", f"{r['rel_err']:.1e}"] for r in models]
+              f"{r['x_ort']:.2f}x", f"{r['rel_err']:.1e}", r.get("execution", "-")] for r in models]
     md += ["Whole models, 32x32 input, 3x3 convs (except the first) pruned to 8 patterns + 1/3.6 kernels:", "",
            markdown_table(["model", "threads", "sparse layers", "torch ms", "ORT ms", "tessera ms", "vs torch",
-                           "vs ORT", "rel. error"], mbody), "",
+                           "vs ORT", "rel. error", "execution"], mbody), "",
            f"Compile time, {ct['model']} (19 3x3 + 2 1x1 convs, tuning included): cold {ct['cold_s']:.1f} s, "
            f"cached {ct['cached_s']:.2f} s."]
     write_section("compiler_speed", "\n".join(md))
