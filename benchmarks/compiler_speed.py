@@ -187,6 +187,9 @@ def main() -> None:
     info = machine()
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
+        # a kernel cache of its own: every tuning decision is measured in this run (the first process tunes,
+        # the others reuse its decisions), never taken from an earlier run on a busier machine
+        os.environ["TESSERA_CACHE"] = str(Path(tmp) / "cache")
         for i in range(PROCESSES):
             out = Path(tmp) / f"run{i}.json"
             subprocess.run([sys.executable, __file__, "--child", str(out), *(["--quick"] if QUICK else [])],
