@@ -27,6 +27,7 @@ from tessera.compiler.geometry import (
     padded_origin,
     padded_pitch,
     padded_plane,
+    shift_copies,
 )
 
 
@@ -52,13 +53,14 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         instead of NCHW — the layout the whole-network function keeps between layers."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         self.padded_io = padded_io
+        self.copies = shift_copies(geom, params)
 
     @property
     def direct(self) -> bool:
         """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
         g = self.g
         return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) \
-            and g.wph == padded_pitch(g.w)
+            and g.wph == padded_pitch(g.w) and not self.k.shift  # the shifted body reads its own copies
 
     @property
     def vector_out(self) -> bool:
@@ -91,7 +93,13 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
         if self.direct:
             return 0
-        return self.g.cin * self.g.plane + self.reach
+        return self.copies * self.copy_stride
+
+    @property
+    def copy_stride(self) -> int:
+        """Floats between the shifted variant's input copies (a whole number of vectors: copies stay aligned)."""
+        vw = self.k.vw
+        return -(-(self.g.cin * self.g.plane + self.reach) // vw) * vw
 
     @property
     def reach(self) -> int:
@@ -117,6 +125,10 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
                 for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];
             }}""")
         nl = "\n"
+        shifted = "".join(f"""
+    #pragma omp for schedule(static)  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
+    for (long i = 0; i < {self.copy_stride - c * g.wph}; i++) xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];"""
+                          for c in range(1, self.copies))
         return f"""
 static void {name}(const float *restrict x, float *restrict xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
@@ -129,7 +141,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             float *dst = xp + (long)c * {g.plane};
 {nl.join(copies)}
         }}
-    }}
+    }}{shifted}
 }}
 """
 
@@ -279,7 +291,9 @@ static {self.signature(name)} {{
         lines = []
         for dy, lst in sorted(rows.items()):
             nv = n_vec + 1 if halo and any(dx for dx, _ in lst) else n_vec
-            loads = " ".join(f"const vf x{j} = lda(s + {dy * g.wph + j * vw});" for j in range(nv))
+            c = (dy * g.wph % vw) // g.wph  # the copy in which this row starts on a vector boundary
+            base = c * self.copy_stride + (dy - c) * g.wph
+            loads = " ".join(f"const vf x{j} = lda(s + {base + j * vw});" for j in range(nv))
             fmas = []
             for dx, i in lst:
                 n = n_vec + 1 if halo and dx else n_vec

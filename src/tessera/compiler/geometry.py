@@ -25,6 +25,7 @@ class ConvGeometry:
     pad_h: int
     pad_w: int
     pitch: int = 0  # floats per padded row when rounded up (aligned rows); 0: the natural width
+    plane_multiple: int = 1  # channel planes rounded up to this many floats (aligned planes)
 
     @property
     def ho(self) -> int:
@@ -53,7 +54,8 @@ class ConvGeometry:
 
     @property
     def plane(self) -> int:
-        return self.stride * self.stride * self.hph * self.wph
+        m = self.plane_multiple
+        return -(-self.stride * self.stride * self.hph * self.wph // m) * m
 
     @property
     def wide(self) -> int:
@@ -79,10 +81,24 @@ class KernelParams:
 
 
 def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
-    """The geometry a kernel variant runs on: the shifted variant pads rows to a multiple of the vector width."""
+    """The geometry a kernel variant runs on: the shifted variant pads rows to a multiple of the vector width,
+    or keeps rows of exactly half a vector (7 columns and the shared zero column with AVX-512: two rows a
+    vector, see :func:`shift_copies`)."""
     if not params.shift:
         return geom
+    if geom.stride == 1 and 2 * geom.wph == params.vw:
+        return dataclasses.replace(geom, plane_multiple=params.vw)  # every channel's plane starts aligned
     return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
+
+
+def shift_copies(geom: ConvGeometry, params: KernelParams) -> int:
+    """Copies of the input the shifted variant reads: 1 on rows of whole vectors; 2 on half-vector rows, the
+    second shifted by one row, so that every row's load is aligned in one of them (a 7x7 image then costs 4
+    vectors a tile instead of 7 on rows padded to 16)."""
+    if not params.shift:
+        return 1
+    g = layer_geometry(geom, params)
+    return params.vw // g.wph if g.wph < params.vw else 1
 
 
 def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
@@ -93,7 +109,9 @@ def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
     aligned rows won even at 7 columns padded to 16 (Xeon, 512x7² at 12%: 0.63 ms vs 0.69 ms unaligned)."""
     padded = geom.w + 2 * geom.pad_w
     waste = 1.2 if vw <= 8 else 2.0
-    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and -(-padded // vw) * vw <= waste * padded
+    half = geom.stride == 1 and 2 * geom.wph == vw
+    return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and \
+        (half or -(-padded // vw) * vw <= waste * padded)
 
 
 FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)
