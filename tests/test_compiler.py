@@ -249,6 +249,7 @@ def test_network_with_channel_blocked_layers_matches(name):
     (3, 70, 9, 20, 2, "pattern_connectivity"),
     (24, 16, 7, 7, 1, "pattern_connectivity"),  # AVX-512: rows of 8, half a vector: two input copies
     (6, 5, 3, 3, 1, "dense"),  # AVX2: rows of 4, half a vector: two input copies
+    (16, 8, 16, 16, 1, "pattern_connectivity"),  # rows of 32: 14 columns of padding
 ])
 def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
     """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
