@@ -201,24 +201,26 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
     layers, which per-layer tuning cannot see)."""
     params_for = {p.name: KernelParams(**p.decision.params) for p in out.plans
                   if p.decision.backend == "sparse" and p.decision.params}
-    variants = {"per-layer tiles": params_for}
     if saved is not None:
         variants = {"saved parameters": {k: KernelParams(**v) for k, v in saved.items()}}
-    elif threads > 1 and forced is None:
-        variants["row bands"] = {**params_for, **_row_bands(out, threads, vw)}
+    else:
+        variants = {"per-layer tiles": params_for}
+        if threads > 1 and forced is None:
+            variants["row bands"] = {**params_for, **_row_bands(out, threads, vw)}
     with torch.no_grad():
         ref = out.graph(example)
-    built = {}
+    built: dict[str, NetworkKernel] = {}
     reason = ""
-    for i, (label, params) in enumerate(variants.items()):
+    for label, params in variants.items():
         net, why = build_network(out.graph, params, vw, threads, tuple(ref.shape))
-        if net is None and i == 0:
+        if net is not None:
+            built[label] = net
+        elif not built:  # the first variant failing means the graph itself is unsupported
             reason = why
             break
-        if net is not None:  # a later variant the network cannot hold (e.g. a tile past the slack) drops out
-            built[label] = (net, params)
+    best = next(iter(built), None)
     if built and forced is None:
-        key = cache_dir() / ("netv2-" + hashlib.sha256("".join(n.source for n, _ in built.values()).encode())
+        key = cache_dir() / ("netv2-" + hashlib.sha256("".join(n.source for n in built.values()).encode())
                              .hexdigest()[:32] + f"-t{threads}-b{example.shape[0]}.json")
         try:
             times = json.loads(key.read_text())
@@ -227,24 +229,20 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
         except (OSError, ValueError):
             with torch.no_grad():
                 times = {"layer-by-layer": median_ms(lambda: out.graph(example), 20)}
-                for label, (net, _) in built.items():
+                for label, net in built.items():
                     times[label] = median_ms(lambda net=net: net(example), 20)
             atomic_write_bytes(key, json.dumps(times).encode())
-        best = min(times, key=times.get)
-        others = ", ".join(f"{times[k]:.3f} ms {k}" for k in times if k != best)
-        if best == "layer-by-layer":
-            built, reason = {}, f"layer-by-layer: measured faster ({times[best]:.3f} ms vs {others} native)"
+        fastest = min(times, key=times.get)
+        others = ", ".join(f"{times[k]:.3f} ms {k}" for k in times if k != fastest)
+        if fastest == "layer-by-layer":
+            best, reason = None, f"layer-by-layer: measured faster ({times[fastest]:.3f} ms vs {others} native)"
         else:
-            built = {best: built[best]}
-            reason = f"whole network in one native call, {best} ({times[best]:.3f} ms vs {others})"
+            best, reason = fastest, f"whole network in one native call, {fastest} ({times[fastest]:.3f} ms vs {others})"
     elif built:
         reason = "whole network in one native call"
-    if built:
-        label, (net, params) = next(iter(built.items()))
-        out.network = net
-        out.network_params = None if params is params_for else {k: asdict(v) for k, v in params.items()}
-    else:
-        out.network = None
+    out.network = built[best] if best else None
+    out.network_params = None if best in (None, "per-layer tiles") else \
+        {k: asdict(v) for k, v in variants[best].items()}
     out.network_reason = reason
     if log:
         log(reason)

@@ -61,6 +61,10 @@ class ConvGeometry:
     def wide(self) -> int:
         return self.ho * self.wph
 
+    def vectors(self, vw: int) -> int:
+        """Vectors of ``vw`` floats that cover the wide output rows (the most a tile needs)."""
+        return -(-self.wide // vw)
+
     def tap_offset(self, tap: int) -> int:
         dy, dx = divmod(tap, self.kw)
         s = self.stride
@@ -86,9 +90,14 @@ def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
     vector, see :func:`shift_copies`)."""
     if not params.shift:
         return geom
-    if geom.stride == 1 and 2 * geom.wph == params.vw:
+    if _half_vector_rows(geom, params.vw):
         return dataclasses.replace(geom, plane_multiple=params.vw)  # every channel's plane starts aligned
     return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
+
+
+def _half_vector_rows(geom: ConvGeometry, vw: int) -> bool:
+    """Natural stride-1 rows of exactly half a vector: the shifted variant keeps them, two a vector."""
+    return geom.stride == 1 and 2 * geom.wph == vw
 
 
 def shift_copies(geom: ConvGeometry, params: KernelParams) -> int:
@@ -109,9 +118,8 @@ def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
     aligned rows won even at 7 columns padded to 16 (Xeon, 512x7² at 12%: 0.63 ms vs 0.69 ms unaligned)."""
     padded = geom.w + 2 * geom.pad_w
     waste = 1.2 if vw <= 8 else 2.0
-    half = geom.stride == 1 and 2 * geom.wph == vw
     return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and \
-        (half or -(-padded // vw) * vw <= waste * padded)
+        (_half_vector_rows(geom, vw) or -(-padded // vw) * vw <= waste * padded)
 
 
 FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)

@@ -93,8 +93,14 @@ def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 4, hi: int = 15) -> int:
     """Accumulator vectors per tile (lo..hi) that cover the layer's wide rows at the least cost: tiles x (R + 2),
     padded positions plus a per-tile overhead of about two vectors' work (the tap loop's loads and branches).
     Measured on 512x7² (63 positions): 8 vectors (1 tile of 64) ran 25% faster than 10 (a tile of 80)."""
-    n = -(-geom.wide // vw)
+    n = geom.vectors(vw)
     return min(range(hi, lo - 1, -1), key=lambda r: -(-n // r) * (r + 2))
+
+
+def blocked_tiles(vw: int) -> tuple[int, ...]:
+    """Accumulator vectors per tile of the channel-blocked kernel: measured on Zen 3 (AVX2) and on a Xeon
+    (AVX-512, where 28 vectors never won: 0.58x-0.95x of 14 or 20)."""
+    return (10, 12, 14) if vw == 8 else (8, 14, 20)
 
 
 def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
@@ -106,14 +112,13 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
     it applies (measured on Zen 3: best on 128x28² pattern-only and 256x14² at 12%, slower elsewhere)."""
     if vw == 8:  # measured on Zen 3: the blocked kernel wins on ResNet-18 shapes; R decides the tile waste
         rs = {1: (6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
-        blocked = (10, 12, 14)
-    else:  # measured on a Xeon (AVX-512): 28 vectors never won (0.58x-0.95x of 14 or 20)
+    else:
         rs = {1: (8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))
-        blocked = (8, 14, 20)
+    blocked = blocked_tiles(vw)
     out = [KernelParams(r, vw) for r in rs]
     if geom is not None and taps is not None:
         # a tile never wider than the image (7x7 with AVX-512: 4 vectors, not 14 or 20 of mostly padding)
-        rs_blocked = list(dict.fromkeys(min(r, -(-geom.wide // vw))
+        rs_blocked = list(dict.fromkeys(min(r, geom.vectors(vw))
                                         for r in (*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))))
         out += [KernelParams(r, vw, channel_block(geom, taps, r * vw)) for r in rs_blocked]
         if shift_applies(geom, group, vw):
@@ -122,7 +127,7 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
             # Xeon (48 KB L1d) 256x14² at 12%: 0.36 ms in one block vs 0.52 ms in L1-sized blocks (R=4: 1.03 ms);
             # 7x7 images run on rows of 8 = half a vector (two input copies, see geometry.shift_copies): 512x7²
             # 0.68 ms vs 0.99 ms on rows padded to 16 and 0.78 ms for the best unaligned kernel
-            nvec = -(-layer_geometry(geom, KernelParams(4, vw, 1, True)).wide // vw)
+            nvec = layer_geometry(geom, KernelParams(4, vw, 1, True)).vectors(vw)
             for r in dict.fromkeys(min(r, nvec) for r in ((4,) if vw == 8 else (4, 8))):  # no tile past the image
                 cb = channel_block(layer_geometry(geom, KernelParams(r, vw, 1, True)), taps, r * vw)
                 out += [KernelParams(r, vw, c, True) for c in dict.fromkeys((cb, geom.cin) if vw > 8 else (cb,))]
@@ -135,8 +140,8 @@ def row_band_params(geom: ConvGeometry, threads: int, vw: int) -> KernelParams:
     whole-network function each thread then reads mostly rows it wrote itself in the previous layer. Per layer
     (tuned alone, input in the caller's cache) this is rarely the fastest; for a whole small network it can be
     (Xeon, resnet20 at 2 threads: 0.27 ms vs 0.45 ms with each layer's own best tile)."""
-    nvec = -(-geom.wide // vw)
-    rmax = 20 if vw > 8 else 14
+    nvec = geom.vectors(vw)
+    rmax = max(blocked_tiles(vw))
     k = 1
     while -(-nvec // (threads * k)) > rmax:
         k += 1
