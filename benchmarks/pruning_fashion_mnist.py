@@ -40,15 +40,12 @@ INTRO = ("All pruned runs start from the same dense checkpoint and use the same 
          "runs shared the 2 cores (with each other and with kernel benchmarks), so one run alone is faster.")
 
 
-def conv_macs_kept(result: PruneResult, model: str = "vgg6", args: dict | None = None,
-                   shape=(1, 1, 28, 28)) -> float:
-    """Multiply-adds of the pruned convs over those of the dense ones, per image: what the compiled model
-    computes (a kept weight costs once per output pixel, so early layers on large images weigh more). Read from
-    the recorded per-layer kept counts, so stored results need no model file."""
+def conv_pixels(model: str, args: dict, shape=(1, 1, 28, 28)) -> dict[str, int]:
+    """Output pixels of every conv of the model, per image."""
     import torch
     from torch import nn
 
-    net = create_model(model, **(args or {"in_channels": 1, "num_classes": 10, "width": 32}))
+    net = create_model(model, **args)
     pixels: dict[str, int] = {}
     hooks = [m.register_forward_hook(lambda m, _, out, n=n: pixels.__setitem__(n, out.shape[-2] * out.shape[-1]))
              for n, m in net.named_modules() if isinstance(m, nn.Conv2d)]
@@ -56,6 +53,13 @@ def conv_macs_kept(result: PruneResult, model: str = "vgg6", args: dict | None =
         net.eval()(torch.zeros(shape))
     for h in hooks:
         h.remove()
+    return pixels
+
+
+def conv_macs_kept(result: PruneResult, pixels: dict[str, int]) -> float:
+    """Multiply-adds of the pruned convs over those of the dense ones, per image: what the compiled model
+    computes (a kept weight costs once per output pixel, so early layers on large images weigh more). Read from
+    the recorded per-layer kept counts, so stored results need no model file."""
     kept = sum(s.kept * pixels[s.name] for s in result.layers)
     dense = sum(s.total * pixels[s.name] for s in result.layers)
     return kept / dense
@@ -89,11 +93,12 @@ def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = 
     listed = [(results[n][0], results[n][1]) for n in (order or names) if n in results]
     _, base_meta = load_model(ROOT / "checkpoints" / "vgg6-fashion_mnist.safetensors")
     base = listed[0][0]
+    pixels = conv_pixels(base_meta["model"], base_meta["args"])
     rows = [["dense baseline", "1.00x", "100%", f"{base.baseline_acc:.2f}", "-", "-", "-",
              str(base_meta.get("epochs", "?")), f"{base_meta.get('seconds', 0) / 60:.1f}", "-"]]
     for r, measured in listed:
         rows.append([
-            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r):.1f}%", f"{r.pruned_acc:.2f}",
+            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r, pixels):.1f}%", f"{r.pruned_acc:.2f}",
             f"{r.pruned_acc - r.baseline_acc:+.2f}",
             "-" if r.admm_residual is None else f"{r.admm_residual:.3f}",
             "-" if r.hard_pruned_acc is None else f"{r.hard_pruned_acc:.2f}",
