@@ -149,3 +149,17 @@ def test_distill_without_teacher_is_a_config_error():
     train, _ = digits()
     with pytest.raises(ConfigError, match="teacher"):
         Trainer(tiny(), train, None, TrainConfig(distill=0.5), progress=False)
+
+
+def test_channels_last_training_follows_the_nchw_run_and_returns_nchw():
+    """The memory format is a speed choice only: same steps, same weights (to float noise), NCHW afterwards."""
+    train, _ = digits()
+    runs = []
+    for channels_last in (False, True):
+        m = tiny()
+        Trainer(m, train, None, TrainConfig(epochs=1, batch_size=64, channels_last=channels_last),
+                progress=False).fit()
+        assert all(p.is_contiguous() for p in m.parameters())
+        runs.append(m.state_dict())
+    for k, v in runs[0].items():
+        assert torch.allclose(v.float(), runs[1][k].float(), rtol=1e-3, atol=1e-4), k

@@ -39,6 +39,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     distill: float = 0.0  # weight of the soft-target loss from the teacher (the dense baseline); 0 = off
     temperature: float = 4.0  # softmax temperature of the distillation targets
+    channels_last: bool = True  # train in NHWC: oneDNN's CPU convolutions run 1.2-1.5x faster (vgg6, batch 128)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -181,6 +182,18 @@ class Trainer:
 
     # -- training ----------------------------------------------------------------------------------------------
     def fit(self) -> History:
+        """Train to ``config.epochs``; the model (and teacher) come back in the default NCHW memory format."""
+        fmt = torch.channels_last if self.cfg.channels_last else torch.contiguous_format
+        nets = [m for m in (self.model, self.teacher) if m is not None]
+        for m in nets:
+            m.to(memory_format=fmt)
+        try:
+            return self._fit(fmt)
+        finally:
+            for m in nets:
+                m.to(memory_format=torch.contiguous_format)
+
+    def _fit(self, fmt: torch.memory_format) -> History:
         cfg = self.cfg
         n = len(self.train)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -198,7 +211,7 @@ class Trainer:
                     x = self.train.images[idx]
                     if cfg.augment:
                         x = augment_batch(x, g)
-                    x = normalise(x, self.train)
+                    x = normalise(x, self.train).contiguous(memory_format=fmt)
                     step = epoch * steps_per_epoch + s
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, step, total)
