@@ -249,14 +249,20 @@ def test_network_with_channel_blocked_layers_matches(name):
     (3, 70, 9, 20, 2, "pattern_connectivity"),
     (24, 16, 7, 7, 1, "pattern_connectivity"),  # AVX-512: rows of 8, half a vector: two input copies
     (6, 5, 3, 3, 1, "dense"),  # AVX2: rows of 4, half a vector: two input copies
-    (16, 8, 16, 16, 1, "pattern_connectivity"),  # rows of 32: 14 columns of padding
+    (16, 8, 16, 16, 1, "pattern_connectivity"),  # tight rows of 16 (AVX-512: one vector; AVX2: two)
+    (24, 16, 8, 8, 1, "pattern_connectivity"),  # tight rows of 8: half a vector (AVX-512), one vector (AVX2)
+    (12, 9, 5, 8, 1, "dense"),  # tight, 9 taps: both edge masks on every row
+    (8, 8, 6, 32, 1, "pattern"),  # tight rows of two or four vectors
+    (4, 6, 4, 4, 1, "pattern_connectivity"),  # AVX2: tight rows of 4, half a vector
+    (5, 7, 16, 16, 2, "pattern"),  # padding 2: not tight, rows rounded up
 ])
-def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
+@pytest.mark.parametrize("vw", [8, 16])
+def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
     from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
     from tessera.compiler.kernel import LayerLibrary
 
-    g = torch.Generator().manual_seed(cin * cout)
+    g = torch.Generator().manual_seed(cin * cout + vw)
     weight = sparsify(torch.randn(cout, cin, 3, 3, generator=g), kind)
     b = torch.randn(cout, generator=g)
     x = torch.randn(2, cin, h, w, generator=g)
@@ -264,8 +270,10 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind):
     res = torch.randn(ref.shape, generator=g)
     packed = pack_conv(weight, b)
     geom = ConvGeometry(cin, cout, h, w, 3, 3, 1, pad, pad)
-    vw = vector_width()  # built whether or not the tuner would offer it on this CPU's vector width
-    cands = (KernelParams(4, vw, 1, True), KernelParams(4, vw, cin, True))  # one channel per block; one block
+    if vw > vector_width():
+        pytest.skip("16-float vectors need AVX-512")
+    # built whether or not the tuner would offer it; one channel per block, one block; 8 vectors a tile
+    cands = (KernelParams(4, vw, 1, True), KernelParams(4, vw, cin, True), KernelParams(8, vw, cin, True))
     lib = LayerLibrary(packed, geom, cands, True, True)
     for i in range(len(cands)):
         assert rel_err(lib.kernel(i)(x, res, 2), (ref + res).relu()) <= 1e-5

@@ -118,10 +118,10 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         phases = sorted({(dy % s, dx % s) for pat in self.p.patterns for dy, dx in (divmod(t, g.kw) for t in pat)})
         copies = []
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
-            j0, j1 = max(0, -(-(g.pad_w - px) // s)), min(g.wph, (g.w - 1 + g.pad_w - px) // s + 1)
+            j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)
             copies.append(f"""            if (r % {s} == {py}) {{
                 float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
-                const float *sr = srow + {px - g.pad_w};
+                const float *sr = srow + {px - g.col0};
                 for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];
             }}""")
         nl = "\n"
@@ -302,6 +302,45 @@ static {self.signature(name)} {{
             lines.append(f"                {{ {loads} {' '.join(fmas)} }}")
         return "\n".join(lines)
 
+    def _tight_masks(self) -> tuple[str, dict[tuple[int, int], str], int]:
+        """Lane masks of the tight combine: set 0 (reads column x-1) is cut at every row's first column, the last
+        set (x+1) at its last. A tile starts a row, so vector j's columns repeat with j modulo the vectors a row
+        holds (1 when a vector holds whole rows)."""
+        g, vw = self.g, self.k.vw
+        period = g.w // vw if g.w >= vw else 1
+        decl, names = [], {}
+        for jm in range(period):
+            cols = [(jm * vw + i) % g.w for i in range(vw)]
+            for d, edge in ((0, 0), (g.kw - 1, g.w - 1)):
+                if edge in cols:
+                    names[(d, jm)] = f"m{d}_{jm}"
+                    lanes = ", ".join("0" if c == edge else "-1" for c in cols)
+                    decl.append(f"const vi m{d}_{jm} = {{{lanes}}};")
+        return " ".join(decl) + " ", names, period
+
+    def _tight_epilogue(self, acc: str) -> str:
+        """Bias, residual and ReLU on whole rows of a tight tile, each row a fixed-length loop gcc vectorises."""
+        g, T, vw, W = self.g, self.tile, self.k.vw, self.g.w
+        act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
+        res = "v += rr[u];" if self.residual else ""
+        if self.padded_io:
+            plane, row = padded_plane(g.ho, g.wo), f"{padded_origin(g.wo)} + yo * {padded_pitch(g.wo)}"
+        else:
+            plane, row = g.ho * g.wo, f"yo * {g.wo}"
+        return f"""
+        float tmp[{T}] __attribute__((aligned(64)));
+        {" ".join(f"st(tmp + {j * vw}, {acc}{j});" for j in range(self.k.r))}
+        const float bf = bias[f];
+        float *yf = yb + (long)perm[f] * {plane};
+        const int n = {g.wide} - t * {T} < {T} ? {g.wide} - t * {T} : {T};
+        for (int j = 0; j < n; j += {W}) {{
+            const int yo = (t * {T} + j) / {W};
+            float *d = yf + {row};
+            const float *rr = {"res + (long)perm[f] * " + str(plane) + " + " + row if self.residual else "0"};
+            (void)rr;
+            for (int u = 0; u < {W}; u++) {{ float v = tmp[j + u] + bf; {res} {act} d[u] = v; }}
+        }}"""
+
     def _shifted_body(self, name: str) -> str:
         """dx-shifted accumulators on aligned rows. A tap (dy, dx) adds w * x[p + dy*P + dx] to output p; written
         as c_dx[q] += w * x[q + dy*P] with q = p + dx, every load is an aligned vector of one input row (the row
@@ -313,16 +352,31 @@ static {self.signature(name)} {{
         r, vw, T, tmax, P = k.r, k.vw, self.tile, p.tmax, len(p.patterns)
         nb = -(-g.cin // k.cblock)
         fc, nchunk = self.filter_chunks
-        nacc = [r] + [r + 1] * (g.kw - 1)  # vectors per set: sets dx > 0 may need the halo vector
+        tight = g.tight  # no zero columns: every tile starts a row, taps past an edge are masked, no halo
+        if tight:
+            assert T % g.w == 0 or vw % g.w == 0, "tight tiles hold whole rows"
+        nacc = [r] * g.kw if tight else [r] + [r + 1] * (g.kw - 1)  # sets dx > 0 may need the halo vector
         names = [f"c{d}_{j}" for d in range(g.kw) for j in range(nacc[d])]
         zero = " ".join(f"{a} = z;" for a in names)
         load = " ".join(f"{a} = ld(pf + {i * vw});" for i, a in enumerate(names))
         save = " ".join(f"st(pf + {i * vw}, {a});" for i, a in enumerate(names))
         span = (r + 1) * vw
         temps = ", ".join(f"t{d}[{span + vw}] __attribute__((aligned(64)))" for d in range(g.kw))
-        stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(g.kw) for j in range(nacc[d]))
-        combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(g.kw)) + ";"
-                           for j in range(r))
+        if tight:  # out[p] = c0[p-1] & (column > 0) + c1[p] + c2[p+1] & (column < W-1); sets stored a vector in
+            stores = "st(t0, z); " + " ".join(f"st(t{d} + {(j + 1) * vw}, c{d}_{j});"
+                                               for d in range(g.kw) for j in range(r))
+            decl, mask, period = self._tight_masks()
+
+            def term(d: int, j: int) -> str:
+                v = f"ld(t{d} + {(j + 1) * vw + d - 1})"
+                m = mask.get((d, j % period))
+                return f"(vf)((vi){v} & {m})" if m else v
+            combine = decl + " ".join(f"const vf o_{j} = " + " + ".join(term(d, j) for d in range(g.kw)) + ";"
+                                      for j in range(r))
+        else:
+            stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(g.kw) for j in range(nacc[d]))
+            combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(g.kw))
+                               + ";" for j in range(r))
 
         def loops(halo: bool) -> str:
             out = []
@@ -334,6 +388,12 @@ static {self.signature(name)} {{
             }}""")
             return "\n".join(out)
 
+        if tight:
+            halo, taps = "", loops(False)
+        else:
+            halo = (f"const int pa = t * {T} + {T - 2}, pb = pa + 1;\n        const int halo = (pa < {g.wide} && "
+                    f"pa % {g.wph} < {g.wo}) || (pb < {g.wide} && pb % {g.wph} < {g.wo});")
+            taps = f"        if (halo) {{\n{loops(True)}\n        }} else {{\n{loops(False)}\n        }}"
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
@@ -343,8 +403,7 @@ static {self.signature(name)} {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
         const float *xt = xp + (long)t * {T};
-        const int pa = t * {T} + {T - 2}, pb = pa + 1;
-        const int halo = (pa < {g.wide} && pa % {g.wph} < {g.wo}) || (pb < {g.wide} && pb % {g.wph} < {g.wo});
+        {halo}
         float part[{fc * len(names) * vw if nb > 1 else vw}] __attribute__((aligned(64)));
         (void)part;
         for (int b = 0; b < {nb}; b++) {{
@@ -354,16 +413,12 @@ static {self.signature(name)} {{
         vf {", ".join(names)};
         if (b == 0) {{ {zero} }} else {{ {load} }}
         const int32_t *gp = gptr + ((long)f * {nb} + b) * {P};
-        if (halo) {{
-{loops(True)}
-        }} else {{
-{loops(False)}
-        }}
+{taps}
         if (b < {nb - 1}) {{ {save} }}
         else {{
         float {temps};
         {stores}
-        {combine}{self._epilogue("o_")}
+        {combine}{self._tight_epilogue("o_") if tight else self._epilogue("o_")}
         }}
         }}
         }}

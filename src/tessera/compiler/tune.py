@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.geometry import ConvGeometry, KernelParams, channel_block, layer_geometry, shift_applies
+from tessera.compiler.geometry import (ConvGeometry, KernelParams, channel_block, layer_geometry, shift_applies,
+                                      tight_rows, tight_tile)
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import cache_dir
 from tessera.io import atomic_write_bytes
@@ -128,7 +129,10 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
             # 7x7 images run on rows of 8 = half a vector (two input copies, see geometry.shift_copies): 512x7²
             # 0.68 ms vs 0.99 ms on rows padded to 16 and 0.78 ms for the best unaligned kernel
             nvec = layer_geometry(geom, KernelParams(4, vw, 1, True)).vectors(vw)
-            for r in dict.fromkeys(min(r, nvec) for r in ((4,) if vw == 8 else (4, 8))):  # no tile past the image
+            rs = [min(r, nvec) for r in ((4,) if vw == 8 else (4, 8))]  # no tile past the image
+            if tight_rows(geom, vw):  # tiles of whole rows (see geometry.tight_rows)
+                rs = [tight_tile(geom, vw, r) for r in rs]
+            for r in dict.fromkeys(rs):
                 cb = channel_block(layer_geometry(geom, KernelParams(r, vw, 1, True)), taps, r * vw)
                 out += [KernelParams(r, vw, c, True) for c in dict.fromkeys((cb, geom.cin) if vw > 8 else (cb,))]
     return tuple(out)
