@@ -14,8 +14,15 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.geometry import (ConvGeometry, KernelParams, channel_block, layer_geometry, shift_applies,
-                                      tight_rows, tight_tile)
+from tessera.compiler.geometry import (
+    ConvGeometry,
+    KernelParams,
+    channel_block,
+    layer_geometry,
+    shift_applies,
+    tight_rows,
+    tight_tile,
+)
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.toolchain import cache_dir
 from tessera.io import atomic_write_bytes
