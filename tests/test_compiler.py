@@ -222,9 +222,11 @@ def test_every_tuning_candidate_matches_torch(case, relu):
         assert rel_err(lib.kernel(i)(x, res, 2), ref) <= 1e-5, cands[i]
 
 
-@pytest.mark.parametrize("name", ["vgg6", "resnet20"])
-def test_network_with_channel_blocked_layers_matches(name):
-    """The whole-network function renders channel-blocked layers too (decisions as a saved artifact gives)."""
+@pytest.mark.parametrize("name, kind", [("vgg6", "cblock"), ("resnet20", "cblock"), ("vgg6", "shift"),
+                                        ("resnet20", "shift")])
+def test_network_with_channel_blocked_or_shifted_layers_matches(name, kind):
+    """The whole-network function renders channel-blocked and shifted layers too (decisions as a saved artifact
+    gives); shifted layers on tight rows read their input buffers in place, written tight by their producers."""
     cin = 1 if name.startswith("vgg") else 3
     m = pruned(name, cin)
     x = torch.randn(2, cin, 32, 32)
@@ -233,11 +235,14 @@ def test_network_with_channel_blocked_layers_matches(name):
     for p in probe.plans:
         if p.decision.backend == "sparse":
             lib = probe.graph.get_submodule(p.name).kernel.layer
-            idx = max(i for i, c in enumerate(lib.candidates) if c.cblock)
+            blocked = [i for i, c in enumerate(lib.candidates) if c.cblock and not c.shift]
+            idx = max((i for i, c in enumerate(lib.candidates) if c.shift), default=blocked[-1]) \
+                if kind == "shift" else blocked[-1]
             decisions[p.name] = {"backend": "sparse", "reason": "test", "index": idx,
                                  "params": dataclasses.asdict(lib.candidates[idx])}
     cm = tessera.runtime.compile(m, x, threads=2, network=True, _decisions=decisions)
     assert cm.network is not None and len(decisions) >= 4
+    assert (cm.network.tight_buffers > 0) == (kind == "shift")
     with torch.no_grad():
         assert rel_err(cm(x), m(x)) <= 1e-5
 

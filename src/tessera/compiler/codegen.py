@@ -23,11 +23,12 @@ from tessera.compiler.geometry import (
     FILTER_CHUNK,
     ConvGeometry,
     KernelParams,
+    Layout,
     layer_geometry,
-    padded_origin,
+    padded_layout,
     padded_pitch,
-    padded_plane,
     shift_copies,
+    tight_layout,
 )
 
 
@@ -48,24 +49,33 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
 """
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
-                 padded_io: bool = False):
-        """``padded_io``: input and output activations are in the padded layout (see :func:`padded_plane`)
-        instead of NCHW — the layout the whole-network function keeps between layers."""
+                 padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None):
+        """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
+        :func:`padded_layout` unless given) instead of NCHW."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         self.padded_io = padded_io
         self.copies = shift_copies(geom, params)
+        self.in_layout = in_layout or padded_layout(geom.h, geom.w)
+        self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
 
     @property
     def direct(self) -> bool:
         """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
         g = self.g
         return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) \
-            and g.wph == padded_pitch(g.w) and not self.k.shift  # the shifted body reads its own copies
+            and g.wph == padded_pitch(g.w) and not self.k.shift and self.in_layout == padded_layout(g.h, g.w)
+
+    @property
+    def in_place(self) -> bool:
+        """The shifted kernel on tight rows of whole vectors reads a tight input buffer as its own planes."""
+        g = self.g
+        return self.padded_io and self.k.shift and g.tight and self.copies == 1 and g.pad_h == 1 and g.kh == 3 \
+            and self.in_layout == tight_layout(g.h, g.w, self.k.vw) and self.in_layout.plane == g.plane
 
     @property
     def vector_out(self) -> bool:
         """Writes whole vectors into the padded output: its wide rows are the output's padded rows."""
-        return self.direct
+        return self.direct and self.out_layout == padded_layout(self.g.ho, self.g.wo)
 
     def colmask(self) -> list[float]:
         """1.0 where a wide position is a real output (column < WO, inside the image), else 0.0."""
@@ -91,7 +101,7 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     @property
     def scratch_floats(self) -> int:
         """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
-        if self.direct:
+        if self.direct or self.in_place:
             return 0
         return self.copies * self.copy_stride
 
@@ -110,11 +120,10 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
-        if self.direct:
+        if self.direct or self.in_place:
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
-        src_plane, src_row, src_off = (padded_plane(g.h, g.w), padded_pitch(g.w), padded_origin(g.w)) \
-            if self.padded_io else \
-            (g.h * g.w, g.w, 0)
+        lay = self.in_layout
+        src_plane, src_row, src_off = (lay.plane, lay.pitch, lay.origin) if self.padded_io else (g.h * g.w, g.w, 0)
         phases = sorted({(dy % s, dx % s) for pat in self.p.patterns for dy, dx in (divmod(t, g.kw) for t in pat)})
         copies = []
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
@@ -171,8 +180,9 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             return self._vector_epilogue(acc)
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
-        if self.padded_io:  # into the padded output
-            plane, index = padded_plane(g.ho, g.wo), f"{padded_origin(g.wo)} + yo * {padded_pitch(g.wo)} + xo + u"
+        if self.padded_io:  # into the network's buffer
+            lay = self.out_layout
+            plane, index = lay.plane, f"{lay.origin} + yo * {lay.pitch} + xo + u"
         else:
             plane, index = g.ho * g.wo, f"yo * {g.wo} + xo + u"
         return f"""
@@ -198,7 +208,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
     def _vector_epilogue(self, acc: str) -> str:
         """Whole-vector stores into the padded output; columns past the image get 0 (they are its border)."""
         g, T, vw, r = self.g, self.tile, self.k.vw, self.k.r
-        plane, shift = padded_plane(g.ho, g.wo), padded_origin(g.wo)  # wide rows are the padded rows
+        plane, shift = self.out_layout.plane, self.out_layout.origin  # wide rows are the padded rows
         full = g.wide // T  # tiles that end inside the image
         lines = [f"""
         const float bf = bias[f];
@@ -324,7 +334,8 @@ static {self.signature(name)} {{
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rr[u];" if self.residual else ""
         if self.padded_io:
-            plane, row = padded_plane(g.ho, g.wo), f"{padded_origin(g.wo)} + yo * {padded_pitch(g.wo)}"
+            lay = self.out_layout
+            plane, row = lay.plane, f"{lay.origin} + yo * {lay.pitch}"
         else:
             plane, row = g.ho * g.wo, f"yo * {g.wo}"
         return f"""
@@ -402,7 +413,7 @@ static {self.signature(name)} {{
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
-        const float *xt = xp + (long)t * {T};
+        const float *xt = {"xb" if self.in_place else "xp"} + (long)t * {T};
         {halo}
         float part[{fc * len(names) * vw if nb > 1 else vw}] __attribute__((aligned(64)));
         (void)part;

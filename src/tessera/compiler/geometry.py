@@ -185,6 +185,31 @@ def padded_origin(w: int) -> int:
     return padded_pitch(w) + 1
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where an activation's pixel (c, y, x) sits in a whole-network buffer: ``c * plane + origin + y * pitch + x``;
+    every float that is not a pixel stays zero."""
+
+    plane: int
+    origin: int
+    pitch: int
+
+    @property
+    def tight(self) -> bool:
+        return self.origin == self.pitch  # no zero column: row 0 starts right after the top zero row
+
+
+def padded_layout(h: int, w: int) -> Layout:
+    """The default layout (:func:`padded_plane`): stride-1 3x3 convs read it in place."""
+    return Layout(padded_plane(h, w), padded_origin(w), padded_pitch(w))
+
+
+def tight_layout(h: int, w: int, vw: int) -> Layout:
+    """Rows of exactly the image's width between a zero row above and below, planes rounded to whole vectors:
+    the planes of the shifted kernel on tight rows (:func:`tight_rows`), so it reads them in place."""
+    return Layout(-(-(h + 2) * w // vw) * vw, w, w)
+
+
 def vector_width() -> int:
     """Floats per SIMD vector on this CPU: 16 with AVX-512, else 8 (AVX2); gcc -march=native sees the same."""
     try:

@@ -20,8 +20,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tessera.compiler.codegen import ConvRenderer
-from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry, KernelParams, padded_origin, padded_pitch, padded_plane
+from tessera.compiler.formats import PackedConv, pack_conv
+from tessera.compiler.geometry import (
+    ConvGeometry,
+    KernelParams,
+    Layout,
+    padded_layout,
+    tight_layout,
+)
 from tessera.compiler.graph import FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.toolchain import compile_cached, load_library
@@ -44,6 +50,7 @@ class _Buf:
     shape: tuple[int, ...]  # (C, H, W) for padded activations, (n,) for flat ones
     padded: bool
     index: int  # position in the buffer table B passed to net_forward
+    layout: Layout | None = None  # of a padded (spatial) activation
 
     @property
     def expr(self) -> str:
@@ -52,9 +59,8 @@ class _Buf:
     def at(self, c: str, y: str, x: str) -> str:
         """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout."""
         if self.padded:
-            _, h, w = self.shape
-            return (f"{self.expr}[(long)({c}) * {padded_plane(h, w)} + {padded_origin(w)} + ({y}) * {padded_pitch(w)} "
-                    f"+ ({x})]")
+            lay = self.layout
+            return f"{self.expr}[(long)({c}) * {lay.plane} + {lay.origin} + ({y}) * {lay.pitch} + ({x})]"
         _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
         return f"{self.expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 
@@ -88,6 +94,8 @@ class NetworkRenderer:
         self.lines: list[str] = []
         self.funcs: list[str] = []
         self.bodies: dict[str, str] = {}  # body source -> function name
+        self.parent: dict[fx.Node, fx.Node] = {}  # union-find over nodes whose buffers share a layout
+        self.layouts: dict[fx.Node, Layout] = {}  # group root -> its layout when not the padded one
 
     def _param(self, t: torch.Tensor) -> str:
         self.params.append(t.contiguous())
@@ -98,10 +106,11 @@ class NetworkRenderer:
         if padded:
             if len(shape) != 3:
                 raise Unsupported(f"{node.name}: padded layout needs a (C, H, W) activation")
-            floats = shape[0] * padded_plane(shape[1], shape[2]) + SLACK
+            layout = self.layouts.get(self._group(node)) or padded_layout(shape[1], shape[2])
+            floats = shape[0] * layout.plane + SLACK
         else:
-            floats = _numel(node)
-        b = _Buf(floats, shape, padded, len(self.bufs))
+            layout, floats = None, _numel(node)
+        b = _Buf(floats, shape, padded, len(self.bufs), layout)
         self.bufs.append(b)
         self.where[node] = b
         return b
@@ -112,17 +121,75 @@ class NetworkRenderer:
             raise Unsupported(f"{node.name}: a flat tensor feeds a spatial layer")
         return b
 
-    def _conv(self, node: fx.Node, m: FusedConv) -> None:
+    def _conv_plan(self, node: fx.Node, m: FusedConv) -> tuple[PackedConv, ConvGeometry, KernelParams]:
         if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
                 or isinstance(m.padding, str):
             raise Unsupported(f"{node.target}: conv configuration")
         packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
+        m.packed = packed
         _, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        kp = self.params_for.get(node.target) or candidates(self.vw, packed.group)[1]
-        r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True)
-        if r.direct and r.reach > SLACK:
+        return packed, geom, self.params_for.get(node.target) or candidates(self.vw, packed.group)[1]
+
+    # -- buffer layouts: the tight layout where every conv that reads a buffer in place wants it ---------------
+    def _group(self, node: fx.Node) -> fx.Node:
+        while self.parent.get(node, node) is not node:
+            node = self.parent[node]
+        return node
+
+    def _union(self, a: fx.Node, b: fx.Node) -> None:
+        ra, rb = self._group(a), self._group(b)
+        if ra is not rb:
+            self.parent[ra] = rb
+
+    def _plan_layouts(self) -> None:
+        """Buffers that must share a layout (a conv's output and its fused residual, an add's operands and
+        result) form groups; a group gets :func:`tight_layout` when some stride-1 3x3 conv reads one of its
+        buffers with the shifted kernel on tight rows (no prep copy then) and no conv reads one in place in the
+        padded layout (the blocked kernel's direct read). Every other reader copies from either layout."""
+        source: dict[fx.Node, fx.Node] = {}  # node -> the node whose buffer holds its value
+
+        def src(n):
+            return source.get(n, n)
+        votes: dict[fx.Node, set[str]] = {}
+        for node in self.gm.graph.nodes:
+            args = [a for a in node.args if isinstance(a, fx.Node)]
+            m = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(m, nn.Identity | nn.Dropout):
+                source[node] = src(args[0])
+            elif isinstance(m, FusedConv) and not isinstance(m, FusedLinear):
+                try:
+                    packed, geom, kp = self._conv_plan(node, m)
+                except Unsupported:
+                    continue
+                r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True,
+                                 in_layout=tight_layout(geom.h, geom.w, self.vw))
+                vote = "tight" if r.in_place else "padded" if ConvRenderer(packed, geom, kp, False, False,
+                                                                          padded_io=True).direct else None
+                if vote:
+                    votes.setdefault(src(args[0]), set()).add(vote)
+                if m.residual:
+                    self._union(node, src(args[1]))
+            elif (node.op == "call_function" and node.target in _ADD) or isinstance(m, nn.ReLU) or \
+                    (node.op == "call_function" and node.target in _RELU) or \
+                    (node.op == "call_method" and node.target in ("relu", "relu_")):
+                for a in args:
+                    self._union(node, src(a))
+        group_votes: dict[fx.Node, set[str]] = {}
+        for n, v in votes.items():
+            group_votes.setdefault(self._group(n), set()).update(v)
+        for root, v in group_votes.items():
+            if v == {"tight"}:
+                shape = _shape(root)
+                self.layouts[root] = tight_layout(shape[1], shape[2], self.vw)
+
+    def _conv(self, node: fx.Node, m: FusedConv) -> None:
+        packed, geom, kp = self._conv_plan(node, m)
+        xb = self._padded_input(node.args[0])
+        r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
+                         out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo))
+        if (r.direct or r.in_place) and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
@@ -132,7 +199,7 @@ class NetworkRenderer:
             self.bodies[body] = f"conv{len(self.bodies)}"
             self.funcs.append(body.replace("CONV", self.bodies[body]))
         fn = self.bodies[body]
-        x = self._padded_input(node.args[0]).expr
+        x = xb.expr
         y = self._new_buf(node, True).expr
         res = f"{self._padded_input(node.args[1]).expr}, " if m.residual else ""
         arrays = kernel_arrays(packed, geom, kp)
@@ -206,6 +273,7 @@ class NetworkRenderer:
     for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a.expr}[i]" for a in ins])} ; {y.expr}[i] = v; }}""")
 
     def render(self) -> str:
+        self._plan_layouts()
         out_node = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
@@ -300,6 +368,7 @@ class NetworkKernel:
         self.threads = threads
         self.out_shape = tuple(out_shape[1:])
         self.in_floats = r.in_floats
+        self.tight_buffers = sum(b.layout is not None and b.layout.tight for b in r.bufs)  # read in place, no copy
         self._keep = [*r.params]
         self._bufs = [torch.zeros(b.floats) for b in r.bufs]  # zero borders, never written non-zero
         self._scratch = [torch.zeros(n) for n in r.scratch]
