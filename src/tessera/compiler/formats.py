@@ -90,8 +90,10 @@ def _tap_sets(nz: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     return [tuple(torch.nonzero(u).flatten().tolist()) for u in uniq], idx
 
 
-def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, layout: ConvLayout | None = None) -> PackedConv:
-    """Pack a (Cout, Cin, kh, kw) weight whose zeros form patterns and/or removed kernels."""
+def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, layout: ConvLayout | None = None,
+              group_sizes: tuple[int, ...] = (4, 2)) -> PackedConv:
+    """Pack a (Cout, Cin, kh, kw) weight whose zeros form patterns and/or removed kernels; filters that share
+    kernels and patterns go in units of one of ``group_sizes`` (``()``: single-filter units)."""
     w = weight.detach().float().cpu()
     cout, cin, kh, kw = w.shape
     layout = layout or analyse_conv(w)
@@ -101,7 +103,7 @@ def pack_conv(weight: torch.Tensor, bias: torch.Tensor | None = None, layout: Co
     else:
         patterns, pidx = _tap_sets(w != 0)
     P = len(patterns)
-    F = filter_group(pidx)
+    F = filter_group(pidx, group_sizes)
     units = cout // F
     upidx = pidx.reshape(units, F, cin)[:, 0]  # every filter of a unit has the same kernels and patterns
     counts = torch.stack([(upidx == p).sum(1) for p in range(P)], 1)  # (units, P)

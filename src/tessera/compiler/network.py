@@ -26,7 +26,10 @@ from tessera.compiler.geometry import (
     KernelParams,
     Layout,
     padded_layout,
+    shift_applies,
     tight_layout,
+    tight_rows,
+    tight_tile,
 )
 from tessera.compiler.graph import FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
@@ -96,6 +99,7 @@ class NetworkRenderer:
         self.bodies: dict[str, str] = {}  # body source -> function name
         self.parent: dict[fx.Node, fx.Node] = {}  # union-find over nodes whose buffers share a layout
         self.layouts: dict[fx.Node, Layout] = {}  # group root -> its layout when not the padded one
+        self.conv_plans: dict[fx.Node, tuple[PackedConv, ConvGeometry, KernelParams]] = {}
 
     def _param(self, t: torch.Tensor) -> str:
         self.params.append(t.contiguous())
@@ -125,12 +129,21 @@ class NetworkRenderer:
         if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
                 or isinstance(m.padding, str):
             raise Unsupported(f"{node.target}: conv configuration")
-        packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
-        m.packed = packed
+        if node in self.conv_plans:
+            return self.conv_plans[node]
         _, _, h, w = m.in_shape
-        geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
-                            m.padding[1])
-        return packed, geom, self.params_for.get(node.target) or candidates(self.vw, packed.group)[1]
+        cout, cin, kh, kw = m.weight.shape
+        geom = ConvGeometry(cin, cout, h, w, kh, kw, m.stride[0], m.padding[0], m.padding[1])
+        kp = self.params_for.get(node.target)
+        if kp is None and tight_rows(geom, self.vw) and shift_applies(geom, 1, self.vw):
+            # a layer the tuner left dense (e.g. the stem): the shifted kernel on tight rows, single-filter units;
+            # it writes a tight output as whole rows, where the grouped kernel's tiles cut rows into pieces
+            kp = KernelParams(tight_tile(geom, self.vw, 8), self.vw, cin, True)
+            packed = pack_conv(m.weight, m.bias, group_sizes=())
+        else:
+            packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
+        self.conv_plans[node] = packed, geom, kp or candidates(self.vw, packed.group)[1]
+        return self.conv_plans[node]
 
     # -- buffer layouts: the tight layout where every conv that reads a buffer in place wants it ---------------
     def _group(self, node: fx.Node) -> fx.Node:
