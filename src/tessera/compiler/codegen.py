@@ -197,10 +197,18 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             int yo = j / {g.wph}, xo = j - yo * {g.wph};
             int run = {g.wph} - xo; if (run > j1 - j) run = j1 - j;
             int valid = xo < {g.wo} ? ({g.wo} - xo < run ? {g.wo} - xo : run) : 0;
-            for (int u = 0; u < valid; u++) {{
-                int o = {index};
-                float v = tmp[j - j0 + u] + bf; {res} {act}
-                yf[o] = v;
+            if (valid == {g.wo}) {{  /* a whole row (tiles of whole aligned rows): a loop gcc vectorises */
+                for (int u = 0; u < {g.wo}; u++) {{
+                    int o = {index};
+                    float v = tmp[j - j0 + u] + bf; {res} {act}
+                    yf[o] = v;
+                }}
+            }} else {{
+                for (int u = 0; u < valid; u++) {{
+                    int o = {index};
+                    float v = tmp[j - j0 + u] + bf; {res} {act}
+                    yf[o] = v;
+                }}
             }}
             j += run;
         }}"""
