@@ -128,16 +128,19 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         copies = []
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
             j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)
+            # two copies (half-vector rows): each row also goes one row up in the second copy, in the same pass
+            second = f"\n                for (int j = {j0}; j < {j1}; j++) row[{self.copy_stride - g.wph} + j] = sr[j];" \
+                if self.copies == 2 else ""
             copies.append(f"""            if (r % {s} == {py}) {{
                 float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
                 const float *sr = srow + {px - g.col0};
-                for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];
+                for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];{second}
             }}""")
         nl = "\n"
         shifted = "".join(f"""
     #pragma omp for schedule(static)  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
     for (long i = 0; i < {self.copy_stride - c * g.wph}; i++) xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];"""
-                          for c in range(1, self.copies))
+                          for c in range(1, self.copies)) if self.copies > 2 else ""
         return f"""
 static void {name}(const float *restrict x, float *restrict xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
