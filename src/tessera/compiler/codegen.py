@@ -129,8 +129,8 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
             j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)
             # two copies (half-vector rows): each row also goes one row up in the second copy, in the same pass
-            second = f"\n                for (int j = {j0}; j < {j1}; j++) row[{self.copy_stride - g.wph} + j] = sr[j];" \
-                if self.copies == 2 else ""
+            up = self.copy_stride - g.wph
+            second = f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j];" if self.copies == 2 else ""
             copies.append(f"""            if (r % {s} == {py}) {{
                 float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
                 const float *sr = srow + {px - g.col0};
