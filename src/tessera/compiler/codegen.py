@@ -130,7 +130,8 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
             j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)
             # two copies (half-vector rows): each row also goes one row up in the second copy, in the same pass
             up = self.copy_stride - g.wph
-            second = f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j];" if self.copies == 2 else ""
+            second = "" if self.copies != 2 else \
+                f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j];"
             copies.append(f"""            if (r % {s} == {py}) {{
                 float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
                 const float *sr = srow + {px - g.col0};
