@@ -178,22 +178,31 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         lines.append("        }")
         return "\n".join(lines)
 
+    def _out_rows(self) -> tuple[int, str]:
+        """Floats per output channel, and the C offset of output row ``yo`` in it: the network buffer's layout
+        (``padded_io``) or NCHW."""
+        if self.padded_io:
+            lay = self.out_layout
+            return lay.plane, f"{lay.origin} + yo * {lay.pitch}"
+        return self.g.ho * self.g.wo, f"yo * {self.g.wo}"
+
+    def _tile_out(self, acc: str, plane: int) -> str:
+        """A scalar epilogue's start: the tile's accumulators to the stack, the filter's bias and output plane."""
+        return f"""
+        float tmp[{self.tile}] __attribute__((aligned(64)));
+        {" ".join(f"st(tmp + {j * self.k.vw}, {acc}{j});" for j in range(self.k.r))}
+        const float bf = bias[f];
+        float *yf = yb + (long)perm[f] * {plane};"""
+
     def _epilogue(self, acc: str = "a0_") -> str:
-        g, T, vw = self.g, self.tile, self.k.vw
+        g, T = self.g, self.tile
         if self.vector_out:
             return self._vector_epilogue(acc)
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
-        if self.padded_io:  # into the network's buffer
-            lay = self.out_layout
-            plane, index = lay.plane, f"{lay.origin} + yo * {lay.pitch} + xo + u"
-        else:
-            plane, index = g.ho * g.wo, f"yo * {g.wo} + xo + u"
-        return f"""
-        float tmp[{T}] __attribute__((aligned(64)));
-        {" ".join(f"st(tmp + {j * vw}, {acc}{j});" for j in range(self.k.r))}
-        const float bf = bias[f];
-        float *yf = yb + (long)perm[f] * {plane};
+        plane, row = self._out_rows()
+        index = f"{row} + xo + u"
+        return self._tile_out(acc, plane) + f"""
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
         int j0 = t * {T}, j1 = j0 + {T} < {g.wide} ? j0 + {T} : {g.wide};
@@ -342,19 +351,11 @@ static {self.signature(name)} {{
 
     def _tight_epilogue(self, acc: str) -> str:
         """Bias, residual and ReLU on whole rows of a tight tile, each row a fixed-length loop gcc vectorises."""
-        g, T, vw, W = self.g, self.tile, self.k.vw, self.g.w
+        g, T, W = self.g, self.tile, self.g.w
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rr[u];" if self.residual else ""
-        if self.padded_io:
-            lay = self.out_layout
-            plane, row = lay.plane, f"{lay.origin} + yo * {lay.pitch}"
-        else:
-            plane, row = g.ho * g.wo, f"yo * {g.wo}"
-        return f"""
-        float tmp[{T}] __attribute__((aligned(64)));
-        {" ".join(f"st(tmp + {j * vw}, {acc}{j});" for j in range(self.k.r))}
-        const float bf = bias[f];
-        float *yf = yb + (long)perm[f] * {plane};
+        plane, row = self._out_rows()
+        return self._tile_out(acc, plane) + f"""
         const int n = {g.wide} - t * {T} < {T} ? {g.wide} - t * {T} : {T};
         for (int j = 0; j < n; j += {W}) {{
             const int yo = (t * {T} + j) / {W};
