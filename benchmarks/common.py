@@ -26,12 +26,18 @@ RESULTS_MD = HERE / "RESULTS.md"
 
 
 def machine() -> dict:
+    """Where a figure was measured. The CPU line names family, model and vector extension: the machine of record
+    has changed between sessions behind the same "AMD EPYC" name (Zen 3 with AVX2, Zen 5 with AVX-512)."""
     cpu = platform.processor() or ""
     try:
+        fields: dict[str, str] = {}
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        simd = "avx512" if " avx512f" in f" {fields.get('flags', '')}" else \
+            "avx2" if " avx2" in f" {fields.get('flags', '')}" else "no avx2"
+        cpu = f"{fields.get('model name', cpu)} (family {fields.get('cpu family', '?')} model " \
+              f"{fields.get('model', '?')}, {simd})"
     except OSError:
         pass
     import torch
