@@ -27,7 +27,8 @@ RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x", "patdnn-8x-erk", "patdnn
 
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
-INTRO = ("All pruned runs start from the same dense checkpoint and use the same schedule: 6 ADMM epochs, hard "
+INTRO = ("All width-32 runs start from the same dense checkpoint (patdnn-8x-erk-w64 from its own width-64 one, with "
+         "patdnn-8x-erk-long's schedule) and use the same schedule: 6 ADMM epochs, hard "
          "masks, masked retraining (10 epochs; the -long and -rewind runs 20: -rewind retrains on the baseline's "
          "one-cycle schedule peaking at lr 0.05 (learning-rate rewinding) instead of fine-tuning at lr 0.01 cosine; "
          "-learned learns its 8 patterns inside ADMM, starting from all 56, instead of taking the 8 most frequent of "
