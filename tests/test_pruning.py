@@ -152,14 +152,18 @@ def test_distill_without_teacher_is_a_config_error():
 
 
 def test_channels_last_training_follows_the_nchw_run_and_returns_nchw():
-    """The memory format is a speed choice only: same steps, same weights (to float noise), NCHW afterwards."""
+    """The memory format is a speed choice only: same steps, same weights (to float noise), NCHW afterwards.
+    A small learning rate keeps SGD from amplifying the kernels' different summation orders (at lr 0.05 one epoch
+    drifted 2e-3 apart when the suite ran torch on another thread count)."""
     train, _ = digits()
     runs = []
     for channels_last in (False, True):
         m = tiny()
-        Trainer(m, train, None, TrainConfig(epochs=1, batch_size=64, channels_last=channels_last),
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        Trainer(m, train, None, TrainConfig(epochs=1, batch_size=64, lr=1e-3, channels_last=channels_last),
                 progress=False).fit()
         assert all(p.is_contiguous() for p in m.parameters())
-        runs.append(m.state_dict())
-    for k, v in runs[0].items():
-        assert torch.allclose(v.float(), runs[1][k].float(), rtol=1e-3, atol=1e-4), k
+        runs.append({k: v - before[k] if v.is_floating_point() else v for k, v in m.state_dict().items()})
+    for k, v in runs[0].items():  # the updates agree, not just the (mostly unchanged) weights
+        assert torch.allclose(v.float(), runs[1][k].float(), rtol=1e-3, atol=1e-6), k
+    assert any(float(v.abs().max()) > 1e-4 for v in runs[0].values() if v.is_floating_point())
