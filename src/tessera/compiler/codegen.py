@@ -59,18 +59,27 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
         self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
 
     @property
-    def direct(self) -> bool:
-        """Reads its padded input in place: a stride-1 3x3 conv with padding 1 has exactly that geometry."""
+    def in_place_layout(self) -> Layout | None:
+        """The network buffer layout this variant reads as its own input planes, with no prep copy: the padded
+        one for a stride-1 3x3 pad-1 conv (exactly its geometry), the tight one for the shifted kernel on tight
+        rows of whole vectors; None for every other variant."""
         g = self.g
-        return self.padded_io and g.stride == 1 and (g.kh, g.kw, g.pad_h, g.pad_w) == (3, 3, 1, 1) \
-            and g.wph == padded_pitch(g.w) and not self.k.shift and self.in_layout == padded_layout(g.h, g.w)
+        if not self.padded_io or (g.stride, g.kh, g.kw, g.pad_h, g.pad_w) != (1, 3, 3, 1, 1):
+            return None
+        if not self.k.shift:
+            return padded_layout(g.h, g.w) if g.wph == padded_pitch(g.w) else None
+        lay = tight_layout(g.h, g.w, self.k.vw)
+        return lay if g.tight and self.copies == 1 and lay.plane == g.plane else None
 
     @property
     def in_place(self) -> bool:
-        """The shifted kernel on tight rows of whole vectors reads a tight input buffer as its own planes."""
-        g = self.g
-        return self.padded_io and self.k.shift and g.tight and self.copies == 1 and g.pad_h == 1 and g.kh == 3 \
-            and self.in_layout == tight_layout(g.h, g.w, self.k.vw) and self.in_layout.plane == g.plane
+        """Reads its input buffer in place (see :attr:`in_place_layout`)."""
+        return self.in_layout == self.in_place_layout
+
+    @property
+    def direct(self) -> bool:
+        """Reads its padded input in place, so its wide rows are the padded rows (vector stores may follow)."""
+        return self.in_place and not self.k.shift
 
     @property
     def vector_out(self) -> bool:
@@ -101,7 +110,7 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     @property
     def scratch_floats(self) -> int:
         """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
-        if self.direct or self.in_place:
+        if self.in_place:
             return 0
         return self.copies * self.copy_stride
 
@@ -120,7 +129,7 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
-        if self.direct or self.in_place:
+        if self.in_place:
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
         lay = self.in_layout
         src_plane, src_row, src_off = (lay.plane, lay.pitch, lay.origin) if self.padded_io else (g.h * g.w, g.w, 0)
@@ -201,7 +210,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
         plane, row = self._out_rows()
-        index = f"{row} + xo + u"
+        body = f"int o = {row} + xo + u; float v = tmp[j - j0 + u] + bf; {res} {act} yf[o] = v;"
         return self._tile_out(acc, plane) + f"""
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
@@ -211,17 +220,9 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             int run = {g.wph} - xo; if (run > j1 - j) run = j1 - j;
             int valid = xo < {g.wo} ? ({g.wo} - xo < run ? {g.wo} - xo : run) : 0;
             if (valid == {g.wo}) {{  /* a whole row (tiles of whole aligned rows): a loop gcc vectorises */
-                for (int u = 0; u < {g.wo}; u++) {{
-                    int o = {index};
-                    float v = tmp[j - j0 + u] + bf; {res} {act}
-                    yf[o] = v;
-                }}
+                for (int u = 0; u < {g.wo}; u++) {{ {body} }}
             }} else {{
-                for (int u = 0; u < valid; u++) {{
-                    int o = {index};
-                    float v = tmp[j - j0 + u] + bf; {res} {act}
-                    yf[o] = v;
-                }}
+                for (int u = 0; u < valid; u++) {{ {body} }}
             }}
             j += run;
         }}"""

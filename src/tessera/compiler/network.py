@@ -176,12 +176,9 @@ class NetworkRenderer:
                     packed, geom, kp = self._conv_plan(node, m)
                 except Unsupported:
                     continue
-                r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True,
-                                 in_layout=tight_layout(geom.h, geom.w, self.vw))
-                vote = "tight" if r.in_place else "padded" if ConvRenderer(packed, geom, kp, False, False,
-                                                                          padded_io=True).direct else None
-                if vote:
-                    votes.setdefault(src(args[0]), set()).add(vote)
+                lay = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True).in_place_layout
+                if lay is not None:
+                    votes.setdefault(src(args[0]), set()).add("tight" if lay.tight else "padded")
                 if m.residual:
                     self._union(node, src(args[1]))
             elif (node.op == "call_function" and node.target in _ADD) or isinstance(m, nn.ReLU) or \
@@ -202,7 +199,7 @@ class NetworkRenderer:
         xb = self._padded_input(node.args[0])
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
                          out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo))
-        if (r.direct or r.in_place) and r.reach > SLACK:
+        if r.in_place and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
