@@ -128,9 +128,10 @@ def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
         # a tile never wider than the image (7x7 with AVX-512: 4 vectors, not 14 or 20 of mostly padding)
         rs_blocked = list(dict.fromkeys(min(r, geom.vectors(vw))
                                         for r in (*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))))
-        out += [KernelParams(r, vw, channel_block(geom, taps, r * vw)) for r in rs_blocked]
+        blocks = {r: channel_block(geom, taps, r * vw) for r in rs_blocked}
+        out += [KernelParams(r, vw, cb) for r, cb in blocks.items()]
         if vw > 8:  # and in one channel block: no partial sums (AVX-512, small images, see shifted below)
-            out += [KernelParams(r, vw, geom.cin) for r in rs_blocked if channel_block(geom, taps, r * vw) < geom.cin]
+            out += [KernelParams(r, vw, geom.cin) for r, cb in blocks.items() if cb < geom.cin]
         if shift_applies(geom, group, vw):
             # AVX2: 4 vectors x 3 sets (+ halo) fill the 16 registers; 2 and 3 never won. AVX-512 (32 registers):
             # 8 vectors a set, and one channel block (no partial sums) beside the L1-sized one — measured on a
