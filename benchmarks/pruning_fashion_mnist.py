@@ -93,18 +93,20 @@ def main(names: list[str], section: str = "pruning_fashion_mnist", title: str = 
         results[name] = (run_recipe(recipe, progress=False), info)
     listed = [(results[n][0], results[n][1]) for n in (order or names) if n in results]
     baselines: dict[str, dict] = {}  # checkpoint -> its metadata, in the order the table first needs them
+    pixels: dict[str, dict[str, int]] = {}  # checkpoint -> output pixels of each conv of its model
     rows = []
     for r, measured in listed:
         ckpt = load_recipe(ROOT / "recipes" / f"{r.recipe}.yaml").baseline.checkpoint
         if ckpt not in baselines:  # each dense baseline heads the rows pruned from it
             _, meta = load_model(ROOT / ckpt)
             baselines[ckpt] = meta
-            pixels = conv_pixels(meta["model"], meta["args"])
+            pixels[ckpt] = conv_pixels(meta["model"], meta["args"])
             rows.append([f"dense baseline ({meta['model']} width {meta['args'].get('width', '?')})", "1.00x",
                          "100%", f"{r.baseline_acc:.2f}", "-", "-", "-", str(meta.get("epochs", "?")),
                          f"{meta.get('seconds', 0) / 60:.1f}", "-"])
         rows.append([
-            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r, pixels):.1f}%", f"{r.pruned_acc:.2f}",
+            r.recipe, f"{r.conv_compression:.2f}x", f"{100 * conv_macs_kept(r, pixels[ckpt]):.1f}%",
+            f"{r.pruned_acc:.2f}",
             f"{r.pruned_acc - r.baseline_acc:+.2f}",
             "-" if r.admm_residual is None else f"{r.admm_residual:.3f}",
             "-" if r.hard_pruned_acc is None else f"{r.hard_pruned_acc:.2f}",
