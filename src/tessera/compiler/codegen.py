@@ -62,14 +62,14 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
     def in_place_layout(self) -> Layout | None:
         """The network buffer layout this variant reads as its own input planes, with no prep copy: the padded
         one for a stride-1 3x3 pad-1 conv (exactly its geometry), the tight one for the shifted kernel on tight
-        rows of whole vectors; None for every other variant."""
+        rows (with its second copy on rows of half a vector); None for every other variant."""
         g = self.g
         if not self.padded_io or (g.stride, g.kh, g.kw, g.pad_h, g.pad_w) != (1, 3, 3, 1, 1):
             return None
         if not self.k.shift:
             return padded_layout(g.h, g.w) if g.wph == padded_pitch(g.w) else None
-        lay = tight_layout(g.h, g.w, self.k.vw)
-        return lay if g.tight and self.copies == 1 and lay.plane == g.plane else None
+        lay = tight_layout(g.cin, g.h, g.w, self.k.vw)
+        return lay if g.tight and lay.plane == g.plane and (lay.copy != 0) == (self.copies == 2) else None
 
     @property
     def in_place(self) -> bool:
@@ -116,7 +116,10 @@ static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }
 
     @property
     def copy_stride(self) -> int:
-        """Floats between the shifted variant's input copies (a whole number of vectors: copies stay aligned)."""
+        """Floats between the shifted variant's input copies (a whole number of vectors: copies stay aligned);
+        the input buffer's own copy when it reads that in place."""
+        if self.in_place and self.in_layout.copy:
+            return self.in_layout.copy
         vw = self.k.vw
         return -(-(self.g.cin * self.g.plane + self.reach) // vw) * vw
 
@@ -203,6 +206,11 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * {plane};"""
 
+    def _copy_store(self, at: str) -> str:
+        """The store of ``v`` into the output's second copy, when its layout has one (``at``: "ptr[index")."""
+        shift = self.out_layout.copy_shift if self.padded_io else 0
+        return f" {at} + {shift}] = v;" if shift else ""
+
     def _epilogue(self, acc: str = "a0_") -> str:
         g, T = self.g, self.tile
         if self.vector_out:
@@ -210,7 +218,8 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rb[o];" if self.residual else ""
         plane, row = self._out_rows()
-        body = f"int o = {row} + xo + u; float v = tmp[j - j0 + u] + bf; {res} {act} yf[o] = v;"
+        body = f"int o = {row} + xo + u; float v = tmp[j - j0 + u] + bf; {res} {act} yf[o] = v;" + \
+            self._copy_store("yf[o")
         return self._tile_out(acc, plane) + f"""
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
@@ -356,6 +365,7 @@ static {self.signature(name)} {{
         act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
         res = "v += rr[u];" if self.residual else ""
         plane, row = self._out_rows()
+        copy = self._copy_store("d[u")
         return self._tile_out(acc, plane) + f"""
         const int n = {g.wide} - t * {T} < {T} ? {g.wide} - t * {T} : {T};
         for (int j = 0; j < n; j += {W}) {{
@@ -363,7 +373,7 @@ static {self.signature(name)} {{
             float *d = yf + {row};
             const float *rr = {"res + (long)perm[f] * " + str(plane) + " + " + row if self.residual else "0"};
             (void)rr;
-            for (int u = 0; u < {W}; u++) {{ float v = tmp[j + u] + bf; {res} {act} d[u] = v; }}
+            for (int u = 0; u < {W}; u++) {{ float v = tmp[j + u] + bf; {res} {act} d[u] = v;{copy} }}
         }}"""
 
     def _shifted_body(self, name: str) -> str:

@@ -185,18 +185,33 @@ def padded_origin(w: int) -> int:
     return padded_pitch(w) + 1
 
 
+SLACK = 1024  # floats after a network buffer's planes: the largest tile overhang an in-place conv reads past them
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where an activation's pixel (c, y, x) sits in a whole-network buffer: ``c * plane + origin + y * pitch + x``;
-    every float that is not a pixel stays zero."""
+    every float that is not a pixel stays zero. ``copy``: when not 0, the buffer also holds the planes again from
+    that offset, shifted up by one row (pixel p at ``p + copy - pitch`` too), which the shifted kernel on rows of
+    half a vector reads aligned (:func:`shift_copies`); whoever writes the buffer writes both."""
 
     plane: int
     origin: int
     pitch: int
+    copy: int = 0
 
     @property
     def tight(self) -> bool:
         return self.origin == self.pitch  # no zero column: row 0 starts right after the top zero row
+
+    @property
+    def copy_shift(self) -> int:
+        """Offset from a pixel to its second copy (0: no copy)."""
+        return self.copy - self.pitch if self.copy else 0
+
+    def floats(self, channels: int) -> int:
+        """Floats of a buffer in this layout: the planes (twice with a copy) and the slack after them."""
+        return self.copy + channels * self.plane + SLACK
 
 
 def padded_layout(h: int, w: int) -> Layout:
@@ -204,10 +219,13 @@ def padded_layout(h: int, w: int) -> Layout:
     return Layout(padded_plane(h, w), padded_origin(w), padded_pitch(w))
 
 
-def tight_layout(h: int, w: int, vw: int) -> Layout:
+def tight_layout(c: int, h: int, w: int, vw: int) -> Layout:
     """Rows of exactly the image's width between a zero row above and below, planes rounded to whole vectors:
-    the planes of the shifted kernel on tight rows (:func:`tight_rows`), so it reads them in place."""
-    return Layout(-(-(h + 2) * w // vw) * vw, w, w)
+    the planes of the shifted kernel on tight rows (:func:`tight_rows`), so it reads them in place. Rows of half
+    a vector come with the second, one-row-shifted copy that kernel reads (no prep pass, no barrier for it)."""
+    plane = -(-(h + 2) * w // vw) * vw
+    copy = -(-(c * plane + SLACK) // vw) * vw if 2 * w == vw else 0
+    return Layout(plane, w, w, copy)
 
 
 def vector_width() -> int:

@@ -22,6 +22,7 @@ from torch import fx, nn
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.geometry import (
+    SLACK,
     ConvGeometry,
     KernelParams,
     Layout,
@@ -67,8 +68,11 @@ class _Buf:
         _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
         return f"{self.expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 
-
-SLACK = 1024  # floats after a padded buffer: the largest tile overhang a direct conv can read past its end
+    def put(self, c: str, y: str, x: str, value: str) -> str:
+        """C statements storing ``value`` at element (c, y, x), and into the layout's second copy if it has one."""
+        at = self.at(c, y, x)
+        shift = self.layout.copy_shift if self.padded else 0
+        return f"{at} = {value};" if not shift else f"{{ {at} = {value}; {at[:-1]} + {shift}] = {at}; }}"
 
 
 def _shape(node: fx.Node) -> tuple[int, ...]:
@@ -111,7 +115,7 @@ class NetworkRenderer:
             if len(shape) != 3:
                 raise Unsupported(f"{node.name}: padded layout needs a (C, H, W) activation")
             layout = self.layouts.get(self._group(node)) or padded_layout(shape[1], shape[2])
-            floats = shape[0] * layout.plane + SLACK
+            floats = layout.floats(shape[0])
         else:
             layout, floats = None, _numel(node)
         b = _Buf(floats, shape, padded, len(self.bufs), layout)
@@ -192,7 +196,7 @@ class NetworkRenderer:
         for root, v in group_votes.items():
             if v == {"tight"}:
                 shape = _shape(root)
-                self.layouts[root] = tight_layout(shape[1], shape[2], self.vw)
+                self.layouts[root] = tight_layout(*shape, self.vw)
 
     def _conv(self, node: fx.Node, m: FusedConv) -> None:
         packed, geom, kp = self._conv_plan(node, m)
@@ -234,7 +238,7 @@ class NetworkRenderer:
         float m = {x.at("c", f"i * {s}", f"j * {s}")};
         for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{
             float q = {x.at("c", f"i * {s} + u", f"j * {s} + v")}; m = q > m ? q : m; }}
-        {y.at("c", "i", "j")} = m; }}""")
+        {y.put("c", "i", "j", "m")} }}""")
 
     def _avgpool(self, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> None:
         if m.output_size not in (1, (1, 1)):
@@ -296,7 +300,7 @@ class NetworkRenderer:
                 c, h, w = shape
                 self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
     for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
-        {b.at("c", "i", "j")} = xb[(long)c * {h * w} + i * {w} + j];""")
+        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""")
                 continue
             if node.op == "output":
                 out_node = node.args[0]
@@ -379,6 +383,7 @@ class NetworkKernel:
         self.out_shape = tuple(out_shape[1:])
         self.in_floats = r.in_floats
         self.tight_buffers = sum(b.layout is not None and b.layout.tight for b in r.bufs)  # read in place, no copy
+        self.prep_copies = sum(n > 0 for n in r.scratch)  # convs that copy their input before computing
         self._keep = [*r.params]
         self._bufs = [torch.zeros(b.floats) for b in r.bufs]  # zero borders, never written non-zero
         self._scratch = [torch.zeros(n) for n in r.scratch]
