@@ -63,8 +63,8 @@ class CompiledModel(nn.Module):
         return self._run(x)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        if self.network is not None and x.dim() == 4 and tuple(x.shape[1:]) == self.example_shape[1:] \
-                and x.dtype == torch.float32 and x.device.type == "cpu":
+        if self.network is not None and x.shape[1:] == self.example_shape[1:] and x.dim() == 4 \
+                and x.dtype == torch.float32 and x.is_cpu:  # cheapest checks (microseconds count at batch 1)
             return self.network(x)
         return self.graph(x)
 
