@@ -143,7 +143,7 @@ def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...
                        residual: bool) -> str:
     """One translation unit with ``run_i`` per candidate and ``scratch_size``."""
     rs = [BlockRenderer(packed, c, relu, residual) for c in candidates]
-    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4)]
+    parts = [ConvRenderer.prelude(candidates[0].vw)]
     for i, r in enumerate(rs):
         parts += [r.render_tile(f"tile_{i}_{w}", w) for w in range(1, r.k.r + 1)]
         parts.append(r.render_function(f"run_{i}", f"tile_{i}"))

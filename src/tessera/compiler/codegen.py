@@ -46,14 +46,27 @@ static inline vf ld(const float *p) {{ return *(const vf *)p; }}
 static inline vf lda(const float *p) {{ return *(const va *)p; }}
 static inline void st(float *p, vf v) {{ *(vf *)p = v; }}
 static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }}
+typedef float vh __attribute__((vector_size({hbytes}), aligned(4), may_alias));
+typedef int32_t vhi __attribute__((vector_size({hbytes}), aligned(4), may_alias));
+static inline vh ldh(const float *p) {{ return *(const vh *)p; }}
+static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
+static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z)); }}
 """
 
+    @classmethod
+    def prelude(cls, vw: int) -> str:
+        """Types and helpers every generated unit starts with: vectors of ``vw`` floats and of half as many."""
+        return cls.header.format(vbytes=vw * 4, hbytes=vw * 2)
+
     def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
-                 padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None):
+                 padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None,
+                 nowait: bool = False):
         """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
-        :func:`padded_layout` unless given) instead of NCHW."""
+        :func:`padded_layout` unless given) instead of NCHW. ``nowait``: no barrier after the layer (the whole
+        network's next statement does not read its output)."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         self.padded_io = padded_io
+        self.nowait = " nowait" if nowait else ""
         self.copies = shift_copies(geom, params)
         self.in_layout = in_layout or padded_layout(geom.h, geom.w)
         self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
@@ -211,6 +224,27 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         shift = self.out_layout.copy_shift if self.padded_io else 0
         return f" {at} + {shift}] = v;" if shift else ""
 
+    def _row_ops(self, n: int, src: str, dst: str, res: str | None) -> str:
+        """Bias, residual, ReLU and the store (both copies) of one output row of ``n`` floats read from the
+        stack at ``src``: whole vectors, then a half vector, then scalars. Measured on resnet20's 1x1 stride-2
+        shortcut (Zen 5): the same row as a scalar loop for gcc to vectorise took 5.1 us, these ops 3.5 us."""
+        vw, shift = self.k.vw, self.out_layout.copy_shift if self.padded_io else 0
+        out, u = [], 0
+        for width, ty, ld, st, relu in ((vw, "vf", "ld", "st", "relu"), (vw // 2, "vh", "ldh", "sth", "reluh")):
+            while n - u >= width:
+                e = f"{ld}({src} + {u}) + bf" + (f" + {ld}({res} + {u})" if res else "")
+                e = f"{relu}({e})" if self.relu else e
+                copy = f" {st}({dst} + {u + shift}, v);" if shift else ""
+                out.append(f"{{ const {ty} v = {e}; {st}({dst} + {u}, v);{copy} }}")
+                u += width
+        if u < n:
+            act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
+            r = f"v += ({res})[u];" if res else ""
+            copy = f" ({dst})[u + {shift}] = v;" if shift else ""
+            out.append(f"for (int u = {u}; u < {n}; u++) {{ float v = ({src})[u] + bf; {r} {act} ({dst})[u] = v;"
+                       f"{copy} }}")
+        return " ".join(out)
+
     def _epilogue(self, acc: str = "a0_") -> str:
         g, T = self.g, self.tile
         if self.vector_out:
@@ -220,6 +254,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         plane, row = self._out_rows()
         body = f"int o = {row} + xo + u; float v = tmp[j - j0 + u] + bf; {res} {act} yf[o] = v;" + \
             self._copy_store("yf[o")
+        whole = self._row_ops(g.wo, "tmp + j - j0", f"yf + {row}", f"rb + {row}" if self.residual else None)
         return self._tile_out(acc, plane) + f"""
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
@@ -228,8 +263,8 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             int yo = j / {g.wph}, xo = j - yo * {g.wph};
             int run = {g.wph} - xo; if (run > j1 - j) run = j1 - j;
             int valid = xo < {g.wo} ? ({g.wo} - xo < run ? {g.wo} - xo : run) : 0;
-            if (valid == {g.wo}) {{  /* a whole row (tiles of whole aligned rows): a loop gcc vectorises */
-                for (int u = 0; u < {g.wo}; u++) {{ {body} }}
+            if (valid == {g.wo}) {{  /* a whole row (then xo = 0): explicit vector ops */
+                {whole}
             }} else {{
                 for (int u = 0; u < valid; u++) {{ {body} }}
             }}
@@ -293,7 +328,7 @@ static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
         const vf z = {{0}};
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(static){self.nowait}
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
@@ -360,12 +395,10 @@ static {self.signature(name)} {{
         return " ".join(decl) + " ", names, period
 
     def _tight_epilogue(self, acc: str) -> str:
-        """Bias, residual and ReLU on whole rows of a tight tile, each row a fixed-length loop gcc vectorises."""
+        """Bias, residual and ReLU on whole rows of a tight tile, as explicit vector ops (:meth:`_row_ops`)."""
         g, T, W = self.g, self.tile, self.g.w
-        act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
-        res = "v += rr[u];" if self.residual else ""
         plane, row = self._out_rows()
-        copy = self._copy_store("d[u")
+        ops = self._row_ops(W, "tmp + j", "d", "rr" if self.residual else None)
         return self._tile_out(acc, plane) + f"""
         const int n = {g.wide} - t * {T} < {T} ? {g.wide} - t * {T} : {T};
         for (int j = 0; j < n; j += {W}) {{
@@ -373,7 +406,7 @@ static {self.signature(name)} {{
             float *d = yf + {row};
             const float *rr = {"res + (long)perm[f] * " + str(plane) + " + " + row if self.residual else "0"};
             (void)rr;
-            for (int u = 0; u < {W}; u++) {{ float v = tmp[j + u] + bf; {res} {act} d[u] = v;{copy} }}
+            {ops}
         }}"""
 
     def _shifted_body(self, name: str) -> str:
@@ -433,7 +466,7 @@ static {self.signature(name)} {{
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const vf z = {{0}};
-        #pragma omp for schedule(static)
+        #pragma omp for schedule(static){self.nowait}
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
@@ -479,7 +512,7 @@ static {self.signature(name)} {{
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
-        #pragma omp for schedule(static, 1)
+        #pragma omp for schedule(static, 1){self.nowait}
         for (int q = 0; q < {self.ntiles * units}; q++) {{
         const int u = q / {self.ntiles}, t = q - u * {self.ntiles};
         const int32_t *gp = gptr + (long)u * {P};
@@ -515,7 +548,7 @@ def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[Kerne
     if len(vws) != 1:
         raise ValueError("all candidates of a layer share one vector width")
     rs = [ConvRenderer(packed, geom, c, relu, residual) for c in candidates]
-    parts = [ConvRenderer.header.format(vbytes=candidates[0].vw * 4)]
+    parts = [ConvRenderer.prelude(candidates[0].vw)]
     for i, r in enumerate(rs):
         parts += [r.render_body(f"body_{i}"), r.render_function(f"run_{i}", f"body_{i}")]
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")

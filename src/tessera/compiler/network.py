@@ -92,8 +92,10 @@ def _numel(node: fx.Node) -> int:
 class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
-    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int):
-        self.gm, self.params_for, self.vw = gm, params_for, vw
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
+                 nowait: frozenset[fx.Node] = frozenset()):
+        self.gm, self.params_for, self.vw, self.nowait = gm, params_for, vw, nowait
+        self.statements: list[tuple[fx.Node | None, set[int]]] = []  # emitting node, buffers its statement reads
         self.params: list[torch.Tensor] = []  # pointer table, in order
         self.scratch: list[int] = []  # floats per conv scratch (padded input)
         self.bufs: list[_Buf] = []
@@ -202,7 +204,8 @@ class NetworkRenderer:
         packed, geom, kp = self._conv_plan(node, m)
         xb = self._padded_input(node.args[0])
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
-                         out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo))
+                         out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo),
+                         nowait=node in self.nowait)
         if r.in_place and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
@@ -290,60 +293,83 @@ class NetworkRenderer:
         self._plan_layouts()
         out_node = None
         for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                if self.where:
-                    raise Unsupported("more than one input")
-                shape = _shape(node)
-                if len(shape) != 3:
-                    raise Unsupported("input is not an image batch")
-                b = self._new_buf(node, True)
-                c, h, w = shape
-                self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
-    for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
-        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""")
-                continue
             if node.op == "output":
                 out_node = node.args[0]
                 if not isinstance(out_node, fx.Node):
                     raise Unsupported("output is not a single tensor")
                 continue
-            if node.op == "call_module":
-                m = self.gm.get_submodule(node.target)
-                if isinstance(m, FusedLinear):
-                    self._linear(node, m)
-                elif isinstance(m, FusedConv):
-                    self._conv(node, m)
-                elif isinstance(m, nn.MaxPool2d):
-                    self._maxpool(node, m)
-                elif isinstance(m, nn.AdaptiveAvgPool2d):
-                    self._avgpool(node, m)
-                elif isinstance(m, nn.Linear):
-                    self._linear(node, m)
-                elif isinstance(m, nn.ReLU):
-                    self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
-                elif isinstance(m, nn.Identity | nn.Dropout):
-                    self.where[node] = self.where[node.args[0]]
-                elif isinstance(m, nn.Flatten):
-                    self._flatten(node)
-                else:
-                    raise Unsupported(f"module {type(m).__name__}")
-            elif node.op == "call_function" and node.target in _ADD and len(node.args) == 2 and \
-                    all(isinstance(a, fx.Node) for a in node.args):
-                self._elementwise(node, "float v = {0} + {1}", list(node.args))
-            elif node.op == "call_function" and node.target in _RELU:
-                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
-            elif (node.op == "call_function" and node.target in _FLATTEN_FN) or \
-                    (node.op == "call_method" and node.target in _ALIAS_METHODS):
-                if len(_shape(node)) == 1 or not self.where[node.args[0]].padded:
-                    self._flatten(node)
-                else:
-                    raise Unsupported(f"{node.op} {node.target} to a spatial shape")
-            elif node.op == "call_method" and node.target in ("relu", "relu_"):
-                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
-            else:
-                raise Unsupported(f"{node.op} {node.target}")
+            emitted = len(self.lines)
+            self._node(node)
+            if len(self.lines) > emitted:
+                self.statements.append((node, {self.where[a].index for a in node.all_input_nodes}))
         if out_node is None:
             raise Unsupported("no output")
+        return self._finish(out_node)
+
+    def barrier_free(self) -> frozenset[fx.Node]:
+        """Convs (after :meth:`render`) whose next statement does not read their output and whose previous
+        statement keeps its barrier: their own barrier can go. In resnets the stride-2 conv and the 1x1 shortcut
+        after it read the same input, so the first runs straight into the second."""
+        free: set[fx.Node] = set()
+        for i, (node, _) in enumerate(self.statements[:-1]):  # the last statement ends the image: keeps it
+            m = self.gm.get_submodule(node.target) if node.op == "call_module" else None
+            if isinstance(m, FusedConv) and not isinstance(m, FusedLinear) and \
+                    self.where[node].index not in self.statements[i + 1][1] and \
+                    (i == 0 or self.statements[i - 1][0] not in free):
+                free.add(node)
+        return frozenset(free)
+
+    def _node(self, node: fx.Node) -> None:
+        """Emit the statement(s) of one graph node (none for aliases)."""
+        if node.op == "placeholder":
+            if self.where:
+                raise Unsupported("more than one input")
+            shape = _shape(node)
+            if len(shape) != 3:
+                raise Unsupported("input is not an image batch")
+            b = self._new_buf(node, True)
+            c, h, w = shape
+            self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
+    for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
+        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""")
+        elif node.op == "call_module":
+            m = self.gm.get_submodule(node.target)
+            if isinstance(m, FusedLinear):
+                self._linear(node, m)
+            elif isinstance(m, FusedConv):
+                self._conv(node, m)
+            elif isinstance(m, nn.MaxPool2d):
+                self._maxpool(node, m)
+            elif isinstance(m, nn.AdaptiveAvgPool2d):
+                self._avgpool(node, m)
+            elif isinstance(m, nn.Linear):
+                self._linear(node, m)
+            elif isinstance(m, nn.ReLU):
+                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+            elif isinstance(m, nn.Identity | nn.Dropout):
+                self.where[node] = self.where[node.args[0]]
+            elif isinstance(m, nn.Flatten):
+                self._flatten(node)
+            else:
+                raise Unsupported(f"module {type(m).__name__}")
+        elif node.op == "call_function" and node.target in _ADD and len(node.args) == 2 and \
+                all(isinstance(a, fx.Node) for a in node.args):
+            self._elementwise(node, "float v = {0} + {1}", list(node.args))
+        elif node.op == "call_function" and node.target in _RELU:
+            self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+        elif (node.op == "call_function" and node.target in _FLATTEN_FN) or \
+                (node.op == "call_method" and node.target in _ALIAS_METHODS):
+            if len(_shape(node)) == 1 or not self.where[node.args[0]].padded:
+                self._flatten(node)
+            else:
+                raise Unsupported(f"{node.op} {node.target} to a spatial shape")
+        elif node.op == "call_method" and node.target in ("relu", "relu_"):
+            self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+        else:
+            raise Unsupported(f"{node.op} {node.target}")
+
+    def _finish(self, out_node: fx.Node) -> str:
+        """The copy of the output and the whole C unit around the statements."""
         self.out_floats = _numel(out_node)
         self.in_floats = _numel(next(n for n in self.gm.graph.nodes if n.op == "placeholder"))
         ob = self.where[out_node]
@@ -356,7 +382,7 @@ class NetworkRenderer:
             copy_out = f"""#pragma omp for schedule(static)
     for (long i = 0; i < {self.out_floats}; i++) yb[i] = {ob.expr}[i];"""
         body = "\n    ".join(self.lines + [copy_out])
-        return ConvRenderer.header.format(vbytes=self.vw * 4) + "".join(self.funcs) + f"""
+        return ConvRenderer.prelude(self.vw) + "".join(self.funcs) + f"""
 void net_forward(int n, const float *restrict x, float *restrict y, void **B, void **S, void **P, int nthreads) {{
     #pragma omp parallel num_threads(nthreads)
     for (int b = 0; b < n; b++) {{
@@ -375,6 +401,11 @@ class NetworkKernel:
                  out_shape: tuple[int, ...]):
         r = NetworkRenderer(gm, params_for, vw)
         self.source = r.render()
+        free = r.barrier_free()
+        if free:  # again, with those convs' barriers gone
+            r = NetworkRenderer(gm, params_for, vw, free)
+            self.source = r.render()
+        self.barriers_removed = len(free)
         self.path = compile_cached(self.source)
         self.fn = load_library(str(self.path)).net_forward
         self.fn.restype = None
@@ -395,7 +426,7 @@ class NetworkKernel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()
         n = x.shape[0]
-        y = torch.empty((n, *self.out_shape))
+        y = torch.empty(n, *self.out_shape)
         with self._lock:
             self.fn(n, x.data_ptr(), y.data_ptr(), self._B, self._S, self._P, self.threads)
         return y
