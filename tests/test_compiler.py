@@ -342,3 +342,11 @@ def test_network_in_row_bands_matches_and_survives_save(tmp_path):
     assert cm2.network is not None and cm2.network_params == bands
     with torch.no_grad():
         assert rel_err(cm2(x), m(x)) <= 1e-5
+
+
+def test_tuning_flag_only_for_an_avx512_cpu_the_compiler_does_not_know():
+    from tessera.compiler.toolchain import pick_tune
+
+    assert pick_tune("znver3", True) == ("-mtune=icelake-server",)  # gcc 12 on Zen 5
+    assert pick_tune("znver4", True) == () and pick_tune("sapphirerapids", True) == ()
+    assert pick_tune("znver3", False) == () and pick_tune(None, True) == ()

@@ -24,7 +24,7 @@ from tessera.compiler.geometry import (
     tight_tile,
 )
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.toolchain import cache_dir
+from tessera.compiler.toolchain import cache_dir, find_compiler, flags
 from tessera.io import atomic_write_bytes
 
 
@@ -66,7 +66,8 @@ def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25)
 
 
 def _key(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> str:
-    h = hashlib.sha256(layer.source.encode()).hexdigest()[:32]
+    cc = find_compiler() or ""
+    h = hashlib.sha256((layer.source + " ".join(flags(cc) if cc else ())).encode()).hexdigest()[:32]
     return f"tune-{h}-t{threads}-b{batch}"
 
 
