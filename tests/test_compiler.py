@@ -288,6 +288,43 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
         assert rel_err(lib.kernel(i)(x, res, 2), (ref + res).relu()) <= 1e-5
 
 
+@pytest.mark.parametrize("cin, cout, h, w, kind", [
+    (16, 24, 32, 32, "pattern_connectivity"),  # phase rows of 16: one vector (AVX-512), two (AVX2)
+    (24, 16, 16, 16, "pattern_connectivity"),  # phase rows of 8: half a vector (AVX-512), two input copies
+    (8, 8, 16, 64, "dense"),  # 9 taps: every phase plane, both accumulator sets; non-square
+    (5, 7, 8, 8, "pattern"),  # phase rows of 4: half a vector with AVX2; not tight with AVX-512
+    (3, 4, 4, 32, "dense"),  # two output rows
+])
+@pytest.mark.parametrize("vw", [8, 16])
+def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
+    """Stride 2, 3x3, padding 1 on tight phase planes (two accumulator sets: column j - 1 and j) against torch,
+    and the tuner offers it wherever the phase rows are tight."""
+    from tessera.compiler.geometry import ConvGeometry, KernelParams, shift_applies, tight_rows, vector_width
+    from tessera.compiler.kernel import LayerLibrary
+
+    if vw > vector_width():
+        pytest.skip("16-float vectors need AVX-512")
+    geom = ConvGeometry(cin, cout, h, w, 3, 3, 2, 1, 1)
+    if not tight_rows(geom, vw):
+        with pytest.raises(ValueError, match="tight phase planes"):
+            LayerLibrary(pack_conv(torch.ones(cout, cin, 3, 3), None), geom, (KernelParams(4, vw, cin, True),),
+                         False, False)
+        return
+    assert shift_applies(geom, 1, vw)
+    g = torch.Generator().manual_seed(cin * cout + vw)
+    weight = sparsify(torch.randn(cout, cin, 3, 3, generator=g), kind)
+    b = torch.randn(cout, generator=g)
+    x = torch.randn(2, cin, h, w, generator=g)
+    ref = torch.nn.functional.conv2d(x, weight, b, 2, 1)
+    res = torch.randn(ref.shape, generator=g)
+    packed = pack_conv(weight, b, group_sizes=())
+    unit = max(1, geom.wo // vw)  # vectors of a whole phase row
+    cands = (KernelParams(unit, vw, 1, True), KernelParams(unit, vw, cin, True), KernelParams(4 * unit, vw, cin, True))
+    lib = LayerLibrary(packed, geom, cands, True, True)
+    for i in range(len(cands)):
+        assert rel_err(lib.kernel(i)(x, res, 2), (ref + res).relu()) <= 1e-5, cands[i]
+
+
 def test_stride1_rows_share_one_zero_column_and_tiles_fit_them():
     """A 3x3 pad-1 conv on 7 columns runs on rows of 8 (the zero column between rows is both borders), so its 49
     outputs take 7 vectors and the fitted tile is exactly those 7 (rows of 9 needed 8 vectors, 15 wasted)."""

@@ -65,6 +65,8 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
         :func:`padded_layout` unless given) instead of NCHW. ``nowait``: no barrier after the layer (the whole
         network's next statement does not read its output)."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
+        if params.shift and self.g.stride != 1 and not self.g.tight:
+            raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
         self.padded_io = padded_io
         self.nowait = " nowait" if nowait else ""
         self.copies = shift_copies(geom, params)
@@ -139,7 +141,9 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
     @property
     def reach(self) -> int:
         """Floats read past the last channel's plane: the last tile's overhang plus the largest tap offset."""
-        max_off = max(self.g.tap_offset(t) for pat in self.p.patterns for t in pat)
+        taps = [t for pat in self.p.patterns for t in pat]
+        max_off = max(max(self.g.tap_offset(t) for t in taps),  # the shifted variant's own row offsets too
+                      max(self.tap_place(t)[0] for t in taps) if self.k.shift else 0)
         return self.ntiles * self.tile - self.g.wide + max_off + self.tile
 
     def _prep(self, name: str = "prep") -> str:
@@ -156,9 +160,9 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
             # two copies (half-vector rows): each row also goes one row up in the second copy, in the same pass
             up = self.copy_stride - g.wph
             second = "" if self.copies != 2 else \
-                f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j];"
+                f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j * {s}];"
             copies.append(f"""            if (r % {s} == {py}) {{
-                float *row = dst + {(py * s + px) * g.hph * g.wph} + (r / {s}) * {g.wph};
+                float *row = dst + {(py * s + px) * g.phase_stride} + (r / {s}) * {g.wph};
                 const float *sr = srow + {px - g.col0};
                 for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];{second}
             }}""")
@@ -356,24 +360,41 @@ static {self.signature(name)} {{
 }}
 """
 
+    @property
+    def nsets(self) -> int:
+        """Accumulator sets of the shifted variant: one per column shift a tap reads (see :meth:`tap_place`)."""
+        return self.g.kw if self.g.stride == 1 else 2
+
+    def tap_place(self, tap: int) -> tuple[int, int]:
+        """Where tap (dy, dx) reads, relative to a tile's start in its channel's planes, and its accumulator set.
+        Set d adds w * x[q + offset] into c_d[q]; output p takes c_d[p + d - 1]. Stride 1: row dy, set dx. Stride 2
+        (tight phase planes of even and odd padded rows, and of even and odd image columns): output (i, j) reads
+        padded row 2i + dy, which is row i + dy // 2 of row phase dy % 2, and image column 2j + dx - 1: column j
+        of the even-column plane (dx 1) or column j - 1 / j of the odd one (dx 0 / 2)."""
+        g = self.g
+        dy, dx = divmod(tap, g.kw)
+        if g.stride == 1:
+            return dy * g.wph, dx
+        return ((dy % 2) * 2 + (dx + 1) % 2) * g.phase_stride + (dy // 2) * g.wph, (dx + 1) // 2
+
     def _shifted_taps(self, q: int, n_vec: int, halo: bool) -> str:
-        """One kernel of pattern q: each used kernel row is read as aligned vectors once, and each of its taps
-        (dy, dx) accumulates into the set for its dx; sets dx > 0 take one more vector when the tile needs it."""
+        """One kernel of pattern q: each row it reads is loaded as aligned vectors once, and each tap on that row
+        accumulates into its set; sets d > 0 take one more vector when the tile needs it (the halo)."""
         taps, g, vw = self.p.patterns[q], self.g, self.k.vw
         rows: dict[int, list[tuple[int, int]]] = {}
         for i, t in enumerate(taps):
-            dy, dx = divmod(t, g.kw)
-            rows.setdefault(dy, []).append((dx, i))
+            off, d = self.tap_place(t)
+            rows.setdefault(off, []).append((d, i))
         lines = []
-        for dy, lst in sorted(rows.items()):
-            nv = n_vec + 1 if halo and any(dx for dx, _ in lst) else n_vec
-            c = (dy * g.wph % vw) // g.wph  # the copy in which this row starts on a vector boundary
-            base = c * self.copy_stride + (dy - c) * g.wph
+        for off, lst in sorted(rows.items()):
+            nv = n_vec + 1 if halo and any(d for d, _ in lst) else n_vec
+            c = (off % vw) // (vw // self.copies)  # the copy in which this row starts on a vector boundary
+            base = c * self.copy_stride + off - c * g.wph
             loads = " ".join(f"const vf x{j} = lda(s + {base + j * vw});" for j in range(nv))
             fmas = []
-            for dx, i in lst:
-                n = n_vec + 1 if halo and dx else n_vec
-                fmas.append(f"{{ const float wi = w[{i}]; " + " ".join(f"c{dx}_{j} += wi * x{j};" for j in range(n))
+            for d, i in lst:
+                n = n_vec + 1 if halo and d else n_vec
+                fmas.append(f"{{ const float wi = w[{i}]; " + " ".join(f"c{d}_{j} += wi * x{j};" for j in range(n))
                             + " }")
             lines.append(f"                {{ {loads} {' '.join(fmas)} }}")
         return "\n".join(lines)
@@ -382,12 +403,13 @@ static {self.signature(name)} {{
         """Lane masks of the tight combine: set 0 (reads column x-1) is cut at every row's first column, the last
         set (x+1) at its last. A tile starts a row, so vector j's columns repeat with j modulo the vectors a row
         holds (1 when a vector holds whole rows)."""
-        g, vw = self.g, self.k.vw
-        period = g.w // vw if g.w >= vw else 1
+        vw, W = self.k.vw, self.g.wo
+        period = W // vw if W >= vw else 1
         decl, names = [], {}
+        edges = [(0, 0)] + ([(self.nsets - 1, W - 1)] if self.nsets > 2 else [])  # stride 2: set 1 reads column j
         for jm in range(period):
-            cols = [(jm * vw + i) % g.w for i in range(vw)]
-            for d, edge in ((0, 0), (g.kw - 1, g.w - 1)):
+            cols = [(jm * vw + i) % W for i in range(vw)]
+            for d, edge in edges:
                 if edge in cols:
                     names[(d, jm)] = f"m{d}_{jm}"
                     lanes = ", ".join("0" if c == edge else "-1" for c in cols)
@@ -396,7 +418,7 @@ static {self.signature(name)} {{
 
     def _tight_epilogue(self, acc: str) -> str:
         """Bias, residual and ReLU on whole rows of a tight tile, as explicit vector ops (:meth:`_row_ops`)."""
-        g, T, W = self.g, self.tile, self.g.w
+        g, T, W = self.g, self.tile, self.g.wo
         plane, row = self._out_rows()
         ops = self._row_ops(W, "tmp + j", "d", "rr" if self.residual else None)
         return self._tile_out(acc, plane) + f"""
@@ -422,28 +444,29 @@ static {self.signature(name)} {{
         fc, nchunk = self.filter_chunks
         tight = g.tight  # no zero columns: every tile starts a row, taps past an edge are masked, no halo
         if tight:
-            assert T % g.w == 0 or vw % g.w == 0, "tight tiles hold whole rows"
-        nacc = [r] * g.kw if tight else [r] + [r + 1] * (g.kw - 1)  # sets dx > 0 may need the halo vector
-        names = [f"c{d}_{j}" for d in range(g.kw) for j in range(nacc[d])]
+            assert T % g.wo == 0 or vw % g.wo == 0, "tight tiles hold whole rows"
+        ns = self.nsets
+        nacc = [r] * ns if tight else [r] + [r + 1] * (ns - 1)  # sets d > 0 may need the halo vector
+        names = [f"c{d}_{j}" for d in range(ns) for j in range(nacc[d])]
         zero = " ".join(f"{a} = z;" for a in names)
         load = " ".join(f"{a} = ld(pf + {i * vw});" for i, a in enumerate(names))
         save = " ".join(f"st(pf + {i * vw}, {a});" for i, a in enumerate(names))
         span = (r + 1) * vw
-        temps = ", ".join(f"t{d}[{span + vw}] __attribute__((aligned(64)))" for d in range(g.kw))
+        temps = ", ".join(f"t{d}[{span + vw}] __attribute__((aligned(64)))" for d in range(ns))
         if tight:  # out[p] = c0[p-1] & (column > 0) + c1[p] + c2[p+1] & (column < W-1); sets stored a vector in
             stores = "st(t0, z); " + " ".join(f"st(t{d} + {(j + 1) * vw}, c{d}_{j});"
-                                               for d in range(g.kw) for j in range(r))
+                                               for d in range(ns) for j in range(r))
             decl, mask, period = self._tight_masks()
 
             def term(d: int, j: int) -> str:
                 v = f"ld(t{d} + {(j + 1) * vw + d - 1})"
                 m = mask.get((d, j % period))
                 return f"(vf)((vi){v} & {m})" if m else v
-            combine = decl + " ".join(f"const vf o_{j} = " + " + ".join(term(d, j) for d in range(g.kw)) + ";"
+            combine = decl + " ".join(f"const vf o_{j} = " + " + ".join(term(d, j) for d in range(ns)) + ";"
                                       for j in range(r))
         else:
-            stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(g.kw) for j in range(nacc[d]))
-            combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(g.kw))
+            stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(ns) for j in range(nacc[d]))
+            combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(ns))
                                + ";" for j in range(r))
 
         def loops(halo: bool) -> str:
