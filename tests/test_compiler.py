@@ -387,3 +387,22 @@ def test_tuning_flag_only_for_an_avx512_cpu_the_compiler_does_not_know():
     assert pick_tune("znver3", True) == ("-mtune=icelake-server",)  # gcc 12 on Zen 5
     assert pick_tune("znver4", True) == () and pick_tune("sapphirerapids", True) == ()
     assert pick_tune("znver3", False) == () and pick_tune(None, True) == ()
+
+
+@pytest.mark.parametrize("oversubscribed", [False, True])
+def test_network_threads_join_at_spin_barrier_or_openmp(oversubscribed):
+    """With a core per thread the whole-network function joins its threads at its own spinning barrier; with
+    more threads than cores at OpenMP's. Either way repeated calls give the same, correct output (a missing join
+    would let a layer read rows its neighbour has not written yet)."""
+    import os
+
+    threads = (os.cpu_count() or 1) + 1 if oversubscribed else 2
+    m = pruned("resnet20", 3)
+    x = torch.randn(3, 3, 32, 32)
+    cm = tessera.runtime.compile(m, x[:1], threads=threads, network=True, _force="sparse")
+    assert cm.network is not None and cm.network.spin_barrier == (threads <= (os.cpu_count() or 1))
+    with torch.no_grad():
+        ref, first = m(x), cm(x)
+        assert rel_err(first, ref) <= 1e-5
+        for _ in range(30):
+            assert torch.equal(cm(x), first)

@@ -60,18 +60,29 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
                  padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None,
-                 nowait: bool = False):
+                 nowait: bool = False, sync: str = ""):
         """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
         :func:`padded_layout` unless given) instead of NCHW. ``nowait``: no barrier after the layer (the whole
-        network's next statement does not read its output)."""
+        network's next statement does not read its output). ``sync``: the C statement that joins the threads (the
+        whole network's spinning barrier); every worksharing loop is then ``nowait`` and followed by it."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         if params.shift and self.g.stride != 1 and not self.g.tight:
             raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
         self.padded_io = padded_io
-        self.nowait = " nowait" if nowait else ""
+        self.no_barrier, self.sync = nowait, sync
         self.copies = shift_copies(geom, params)
         self.in_layout = in_layout or padded_layout(geom.h, geom.w)
         self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
+
+    def _omp_for(self, schedule: str = "static", compute: bool = False) -> str:
+        """A worksharing loop's pragma: ``nowait`` when the caller's sync joins the threads instead, or for the
+        layer's compute loop when nothing after it needs a barrier."""
+        wait = self.sync or (compute and self.no_barrier)
+        return f"#pragma omp for schedule({schedule})" + (" nowait" if wait else "")
+
+    def _join(self, compute: bool = False) -> str:
+        """What follows a worksharing loop: the caller's sync statement, or nothing (the loop's own barrier)."""
+        return "" if not self.sync or (compute and self.no_barrier) else f"\n        {self.sync}"
 
     @property
     def in_place_layout(self) -> Layout | None:
@@ -168,14 +179,15 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
             }}""")
         nl = "\n"
         shifted = "".join(f"""
-    #pragma omp for schedule(static)  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
-    for (long i = 0; i < {self.copy_stride - c * g.wph}; i++) xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];"""
+    {self._omp_for()}  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
+    for (long i = 0; i < {self.copy_stride - c * g.wph}; i++)
+        xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];{self._join()}"""
                           for c in range(1, self.copies)) if self.copies > 2 else ""
         return f"""
 static void {name}(const float *restrict x, float *restrict xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
        split across threads, as the conv's tiles are: each thread copies the band of rows it then reads. */
-    #pragma omp for schedule(static)
+    {self._omp_for()}
     for (int iy = 0; iy < {g.h}; iy++) {{
         const int r = iy + {g.pad_h};
         for (int c = 0; c < {g.cin}; c++) {{
@@ -183,7 +195,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
             float *dst = xp + (long)c * {g.plane};
 {nl.join(copies)}
         }}
-    }}{shifted}
+    }}{self._join()}{shifted}
 }}
 """
 
@@ -332,7 +344,7 @@ static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
         const vf z = {{0}};
-        #pragma omp for schedule(static){self.nowait}
+        {self._omp_for(compute=True)}
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
@@ -356,7 +368,7 @@ static {self.signature(name)} {{
         }}
         }}
         }}
-        }}
+        }}{self._join(compute=True)}
 }}
 """
 
@@ -489,7 +501,7 @@ static {self.signature(name)} {{
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const vf z = {{0}};
-        #pragma omp for schedule(static){self.nowait}
+        {self._omp_for(compute=True)}
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
         const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
         const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
@@ -513,7 +525,7 @@ static {self.signature(name)} {{
         }}
         }}
         }}
-        }}
+        }}{self._join(compute=True)}
 }}
 """
 
@@ -535,7 +547,7 @@ static {self.signature(name)} {{
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
         const float *restrict xin = {src};
-        #pragma omp for schedule(static, 1){self.nowait}
+        {self._omp_for("static, 1", compute=True)}
         for (int q = 0; q < {self.ntiles * units}; q++) {{
         const int u = q / {self.ntiles}, t = q - u * {self.ntiles};
         const int32_t *gp = gptr + (long)u * {P};
@@ -543,7 +555,7 @@ static {self.signature(name)} {{
         {accs}
 {loops}
 {epilogues}
-        }}
+        }}{self._join(compute=True)}
 }}
 """
 
