@@ -23,7 +23,7 @@ from tessera.report import markdown_table, prune_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES = ["patdnn-8x", "pattern-only", "magnitude-8x", "patdnn-8x-erk", "patdnn-8x-erk-long", "patdnn-8x-erk-rewind",
-           "patdnn-8x-erk-learned-rewind", "patdnn-8x-erk-w64"]
+           "patdnn-8x-erk-learned-rewind", "patdnn-8x-erk-w64", "magnitude-8x-erk-w64"]
 
 
 TITLE = "Pruning accuracy on Fashion-MNIST (issue: PatDNN pattern + connectivity)"
