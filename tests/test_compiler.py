@@ -294,6 +294,8 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     (8, 8, 16, 64, "dense"),  # 9 taps: every phase plane, both accumulator sets; non-square
     (5, 7, 8, 8, "pattern"),  # phase rows of 4: half a vector with AVX2; not tight with AVX-512
     (3, 4, 4, 32, "dense"),  # two output rows
+    (6, 8, 16, 32, "middle column"),  # taps at dx = 1 only: the prep copies just the plane they read
+    (6, 8, 16, 32, "outer columns"),  # dx = 0 and 2 only
 ])
 @pytest.mark.parametrize("vw", [8, 16])
 def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
@@ -312,7 +314,12 @@ def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
         return
     assert shift_applies(geom, 1, vw)
     g = torch.Generator().manual_seed(cin * cout + vw)
-    weight = sparsify(torch.randn(cout, cin, 3, 3, generator=g), kind)
+    weight = torch.randn(cout, cin, 3, 3, generator=g)
+    if kind.endswith("columns") or kind.endswith("column"):
+        cols = torch.tensor([0.0, 1.0, 0.0]) if kind == "middle column" else torch.tensor([1.0, 0.0, 1.0])
+        weight = weight * cols
+    else:
+        weight = sparsify(weight, kind)
     b = torch.randn(cout, generator=g)
     x = torch.randn(2, cin, h, w, generator=g)
     ref = torch.nn.functional.conv2d(x, weight, b, 2, 1)

@@ -60,16 +60,21 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
                  padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None,
-                 nowait: bool = False, sync: str = ""):
+                 nowait: bool = False, sync: str = "", input_view: tuple[int, int] | None = None):
         """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
         :func:`padded_layout` unless given) instead of NCHW. ``nowait``: no barrier after the layer (the whole
         network's next statement does not read its output). ``sync``: the C statement that joins the threads (the
-        whole network's spinning barrier); every worksharing loop is then ``nowait`` and followed by it."""
+        whole network's spinning barrier); every worksharing loop is then ``nowait`` and followed by it.
+        ``input_view``: (channel stride, offset) of this layer's input planes inside another layer's prepared
+        input, passed as ``xp`` (a 1x1 stride-2 shortcut reads the phase plane its stride-2 neighbour copied):
+        no copy of its own; per-pattern loops only."""
         self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
         if params.shift and self.g.stride != 1 and not self.g.tight:
             raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
         self.padded_io = padded_io
-        self.no_barrier, self.sync = nowait, sync
+        self.no_barrier, self.sync, self.input_view = nowait, sync, input_view
+        if input_view and (params.cblock or params.shift):
+            raise ValueError("an input view is read by the per-pattern loops only")
         self.copies = shift_copies(geom, params)
         self.in_layout = in_layout or padded_layout(geom.h, geom.w)
         self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
@@ -136,7 +141,7 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
     @property
     def scratch_floats(self) -> int:
         """Size of the padded input buffer: every channel's plane plus slack for the last tile's reach."""
-        if self.in_place:
+        if self.in_place or self.input_view:
             return 0
         return self.copies * self.copy_stride
 
@@ -160,11 +165,13 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
     def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
-        if self.in_place:
+        if self.in_place or self.input_view:
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
         lay = self.in_layout
         src_plane, src_row, src_off = (lay.plane, lay.pitch, lay.origin) if self.padded_io else (g.h * g.w, g.w, 0)
-        phases = sorted({(dy % s, dx % s) for pat in self.p.patterns for dy, dx in (divmod(t, g.kw) for t in pat)})
+        phases = sorted({divmod(self.tap_place(t)[0] // g.phase_stride, s) if self.k.shift and s > 1
+                         else (dy % s, dx % s) for pat in self.p.patterns for t in pat
+                         for dy, dx in (divmod(t, g.kw),)})  # the phase planes some tap reads
         copies = []
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
             j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)
@@ -202,8 +209,9 @@ static void {name}(const float *restrict x, float *restrict xp) {{
     def _pattern_loop(self, q: int, taps: tuple[int, ...]) -> str:
         """One pattern's kernels: each tap's input vectors are loaded once and feed every filter of the unit."""
         r, vw, F = self.k.r, self.k.vw, self.p.group
+        plane = self.input_view[0] if self.input_view else self.g.plane
         lines = [f"        for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{",
-                 f"            const float *s = xt + (long)cidx[k] * {self.g.plane};",
+                 f"            const float *s = xt + (long)cidx[k] * {plane};",
                  f"            const float *wk = wt + (long)k * {F * self.p.tmax};"]
         for i, tap in enumerate(taps):
             off = self.g.tap_offset(tap)
@@ -542,7 +550,7 @@ static {self.signature(name)} {{
         accs = " ".join(f"vf a{f}_{j} = {{0}};" for f in range(F) for j in range(k.r))
         epilogues = "\n".join(f"        {{ const int f = u * {F} + {i};{self._epilogue(f'a{i}_')}\n        }}"
                               for i in range(F))
-        src = "xb" if self.direct else "xp"
+        src = "xb" if self.direct else f"xp + {self.input_view[1]}" if self.input_view else "xp"
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);

@@ -5,8 +5,9 @@ overhead is as large as the sparse compute itself, and between layers torch's an
 cores. Here the fused graph becomes one C function: one parallel region per call, each layer a set of orphaned
 worksharing loops joined by a barrier (a spinning one of our own when every thread has a core: a small model has
 one or two per layer, and OpenMP's cost 0.2-0.4 us each here), none after a conv whose output the next statement
-does not read; images processed one after another through preallocated per-image buffers. Supported nodes: FusedConv, MaxPool2d, AdaptiveAvgPool2d(1), Linear, ReLU, residual add,
-flatten / view, Identity / Dropout. Anything else: ``build_network`` returns None and the per-layer graph runs.
+does not read; images processed one after another through preallocated per-image buffers. Supported nodes:
+FusedConv, MaxPool2d, AdaptiveAvgPool2d(1), Linear, ReLU, residual add, flatten / view, Identity / Dropout.
+Anything else: ``build_network`` returns None and the per-layer graph runs.
 """
 
 from __future__ import annotations
