@@ -162,6 +162,13 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
                       max(self.tap_place(t)[0] for t in taps) if self.k.shift else 0)
         return self.ntiles * self.tile - self.g.wide + max_off + self.tile
 
+    @property
+    def prep_phases(self) -> list[tuple[int, int]]:
+        """The phase planes (padded row parity, column parity) some tap reads: the ones the prep copies."""
+        g, s = self.g, self.g.stride
+        return sorted({divmod(self.tap_place(t)[0] // g.phase_stride, s) if self.k.shift and s > 1
+                       else (dy % s, dx % s) for pat in self.p.patterns for t in pat for dy, dx in (divmod(t, g.kw),)})
+
     def _prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
@@ -169,9 +176,7 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
             return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
         lay = self.in_layout
         src_plane, src_row, src_off = (lay.plane, lay.pitch, lay.origin) if self.padded_io else (g.h * g.w, g.w, 0)
-        phases = sorted({divmod(self.tap_place(t)[0] // g.phase_stride, s) if self.k.shift and s > 1
-                         else (dy % s, dx % s) for pat in self.p.patterns for t in pat
-                         for dy, dx in (divmod(t, g.kw),)})  # the phase planes some tap reads
+        phases = self.prep_phases
         copies = []
         for py, px in phases:  # only the planes some tap reads; a row of a phase plane is a strided input row
             j0, j1 = max(0, -(-(g.col0 - px) // s)), min(g.wph, (g.w - 1 + g.col0 - px) // s + 1)

@@ -137,6 +137,9 @@ class NetworkRenderer:
         self.parent: dict[fx.Node, fx.Node] = {}  # union-find over nodes whose buffers share a layout
         self.layouts: dict[fx.Node, Layout] = {}  # group root -> its layout when not the padded one
         self.conv_plans: dict[fx.Node, tuple[PackedConv, ConvGeometry, KernelParams]] = {}
+        # input buffer -> (scratch, channel stride, offset, row pitch) of its stride-2 subsample x[2a][2b], copied
+        # as the (odd padded row, even column) phase plane by a stride-2 shifted conv that reads that buffer
+        self.subsamples: dict[int, tuple[int, int, int, int]] = {}
 
     def _param(self, t: torch.Tensor) -> str:
         self.params.append(t.contiguous())
@@ -236,13 +239,19 @@ class NetworkRenderer:
     def _conv(self, node: fx.Node, m: FusedConv) -> None:
         packed, geom, kp = self._conv_plan(node, m)
         xb = self._padded_input(node.args[0])
+        sub = self.subsamples.get(xb.index)
+        # a 1x1 stride-2 conv (resnet's shortcut) reads the subsample its stride-2 neighbour already copied
+        view = sub if sub and (geom.kh, geom.kw, geom.stride, geom.pad_h, geom.pad_w) == (1, 1, 2, 0, 0) and \
+            not kp.cblock and not kp.shift and sub[3] == geom.wo else None
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
                          out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo),
-                         nowait=node in self.nowait, sync=self.sync)
+                         nowait=node in self.nowait, sync=self.sync, input_view=view and view[1:3])
         if r.in_place and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
+        if kp.shift and geom.stride == 2 and r.scratch_floats and (1, 0) in r.prep_phases:
+            self.subsamples[xb.index] = (i, r.g.plane, 2 * r.g.phase_stride, r.g.wph)
         # layers with the same geometry, patterns, tile and epilogue share one function: less for gcc to build
         body = r.render_body("CONV")
         if body not in self.bodies:
@@ -257,7 +266,7 @@ class NetworkRenderer:
         cmask = f"(const float *){self._param(torch.tensor(r.colmask()))}, " if r.vector_out else ""
         self.lines.append(f"{fn}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
                           f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, (const float *){ptrs[4]}, "
-                          f"{cmask}(float *)S[{i}]);")
+                          f"{cmask}(float *)S[{view[0] if view else i}]);")
 
     def _maxpool(self, node: fx.Node, m: nn.MaxPool2d) -> None:
         k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
