@@ -63,11 +63,13 @@ class _Buf:
     def expr(self) -> str:
         return f"((float *)B[{self.index}])"
 
-    def at(self, c: str, y: str, x: str) -> str:
-        """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout."""
+    def at(self, c: str, y: str, x: str, shift: int = 0) -> str:
+        """C expression of element (c, y, x) of an NCHW-shaped activation in this buffer's layout (``shift``
+        floats further: its second copy)."""
         if self.padded:
             lay = self.layout
-            return f"{self.expr}[(long)({c}) * {lay.plane} + {lay.origin} + ({y}) * {lay.pitch} + ({x})]"
+            more = f" + {shift}" if shift else ""
+            return f"{self.expr}[(long)({c}) * {lay.plane} + {lay.origin} + ({y}) * {lay.pitch} + ({x}){more}]"
         _, h, w = self.shape if len(self.shape) == 3 else (self.shape[0], 1, 1)
         return f"{self.expr}[(long)({c}) * {h * w} + ({y}) * {w} + ({x})]"
 
@@ -75,7 +77,16 @@ class _Buf:
         """C statements storing ``value`` at element (c, y, x), and into the layout's second copy if it has one."""
         at = self.at(c, y, x)
         shift = self.layout.copy_shift if self.padded else 0
-        return f"{at} = {value};" if not shift else f"{{ {at} = {value}; {at[:-1]} + {shift}] = {at}; }}"
+        return f"{at} = {value};" if not shift else f"{{ {at} = {value}; {self.at(c, y, x, shift)} = {at}; }}"
+
+
+@dataclass
+class _ConvCall:
+    """A conv statement whose function is rendered at the end (its join depends on the next statement)."""
+
+    node: fx.Node
+    renderer: ConvRenderer
+    args: str  # the call's argument list and semicolon
 
 
 SPIN_BARRIER = """
@@ -120,18 +131,18 @@ def _numel(node: fx.Node) -> int:
 class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
-    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
-                 nowait: frozenset[fx.Node] = frozenset(), spin: bool = False):
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False):
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
         every thread has a core of its own: a waiting thread burns its core)."""
-        self.gm, self.params_for, self.vw, self.nowait = gm, params_for, vw, nowait
+        self.gm, self.params_for, self.vw = gm, params_for, vw
         self.sync = "tsr_sync();" if spin else ""
-        self.statements: list[tuple[fx.Node | None, set[int]]] = []  # emitting node, buffers its statement reads
+        self.statements: list[tuple[fx.Node, set[int]]] = []  # emitting node, buffers its statement reads
+        self.free: frozenset[fx.Node] = frozenset()  # convs without a barrier after them (see _barrier_free)
         self.params: list[torch.Tensor] = []  # pointer table, in order
         self.scratch: list[int] = []  # floats per conv scratch (padded input)
         self.bufs: list[_Buf] = []
         self.where: dict[fx.Node, _Buf] = {}  # node -> the buffer holding its per-image output
-        self.lines: list[str] = []
+        self.lines: list[str | _ConvCall] = []
         self.funcs: list[str] = []
         self.bodies: dict[str, str] = {}  # body source -> function name
         self.parent: dict[fx.Node, fx.Node] = {}  # union-find over nodes whose buffers share a layout
@@ -245,28 +256,34 @@ class NetworkRenderer:
             not kp.cblock and not kp.shift and sub[3] == geom.wo else None
         r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
                          out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo),
-                         nowait=node in self.nowait, sync=self.sync, input_view=view and view[1:3])
+                         sync=self.sync, input_view=view and view[1:3])
         if r.in_place and r.reach > SLACK:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
         if kp.shift and geom.stride == 2 and r.scratch_floats and (1, 0) in r.prep_phases:
             self.subsamples[xb.index] = (i, r.g.plane, 2 * r.g.phase_stride, r.g.wph)
-        # layers with the same geometry, patterns, tile and epilogue share one function: less for gcc to build
-        body = r.render_body("CONV")
-        if body not in self.bodies:
-            self.bodies[body] = f"conv{len(self.bodies)}"
-            self.funcs.append(body.replace("CONV", self.bodies[body]))
-        fn = self.bodies[body]
         x = xb.expr
         y = self._new_buf(node, True).expr
         res = f"{self._padded_input(node.args[1]).expr}, " if m.residual else ""
         arrays = kernel_arrays(packed, geom, kp)
         ptrs = [self._param(a) for a in arrays]
         cmask = f"(const float *){self._param(torch.tensor(r.colmask()))}, " if r.vector_out else ""
-        self.lines.append(f"{fn}({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
-                          f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, (const float *){ptrs[4]}, "
-                          f"{cmask}(float *)S[{view[0] if view else i}]);")
+        # rendered in _finish, once it is known whether the next statement reads this conv's output
+        xp = view[0] if view else i
+        self.lines.append(_ConvCall(node, r, f"({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
+                                             f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, "
+                                             f"(const float *){ptrs[4]}, {cmask}(float *)S[{xp}]);"))
+
+    def _call(self, c: _ConvCall, free: frozenset[fx.Node]) -> str:
+        """The call of a conv's function; layers with the same geometry, patterns, tile, epilogue and join share
+        one function (less for gcc to build)."""
+        c.renderer.no_barrier = c.node in free
+        body = c.renderer.render_body("CONV")
+        if body not in self.bodies:
+            self.bodies[body] = f"conv{len(self.bodies)}"
+            self.funcs.append(body.replace("CONV", self.bodies[body]))
+        return self.bodies[body] + c.args
 
     def _maxpool(self, node: fx.Node, m: nn.MaxPool2d) -> None:
         k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
@@ -278,12 +295,12 @@ class NetworkRenderer:
         c, h, w = x.shape
         ho, wo = (h - k) // s + 1, (w - k) // s + 1
         y = self._new_buf(node, True)
-        self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
+        self.lines.append(self._loop(f"""
     for (int i = 0; i < {ho}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {wo}; j++) {{
         float m = {x.at("c", f"i * {s}", f"j * {s}")};
         for (int u = 0; u < {k}; u++) for (int v = 0; v < {k}; v++) {{
             float q = {x.at("c", f"i * {s} + u", f"j * {s} + v")}; m = q > m ? q : m; }}
-        {y.put("c", "i", "j", "m")} }}""")
+        {y.put("c", "i", "j", "m")} }}""", rows=True))
 
     def _avgpool(self, node: fx.Node, m: nn.AdaptiveAvgPool2d) -> None:
         if m.output_size not in (1, (1, 1)):
@@ -291,10 +308,10 @@ class NetworkRenderer:
         x = self._padded_input(node.args[0])
         c, h, w = x.shape
         y = self._new_buf(node, False)
-        self.lines.append(f"""#pragma omp for schedule(static)
+        self.lines.append(self._loop(f"""
     for (int c = 0; c < {c}; c++) {{ float s = 0.f;
         for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++) s += {x.at("c", "i", "j")};
-        {y.expr}[c] = s * {1.0 / (h * w)!r}f; }}""")
+        {y.expr}[c] = s * {1.0 / (h * w)!r}f; }}"""))
 
     def _flatten(self, node: fx.Node) -> None:
         x = self.where[node.args[0]]
@@ -303,9 +320,9 @@ class NetworkRenderer:
             return
         c, h, w = x.shape
         y = self._new_buf(node, False)
-        self.lines.append(f"""#pragma omp for schedule(static)
+        self.lines.append(self._loop(f"""
     for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
-        {y.expr}[(long)c * {h * w} + i * {w} + j] = {x.at("c", "i", "j")};""")
+        {y.expr}[(long)c * {h * w} + i * {w} + j] = {x.at("c", "i", "j")};"""))
 
     def _linear(self, node: fx.Node, m: nn.Linear | FusedLinear) -> None:
         x = self.where[node.args[0]]
@@ -317,10 +334,17 @@ class NetworkRenderer:
         wp = self._param(m.weight.detach().float().reshape(m.out_features, m.in_features))
         act = " s = s > 0.f ? s : 0.f;" if getattr(m, "relu", False) else ""
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
-        self.lines.append(f"""#pragma omp for schedule(static)
+        self.lines.append(self._loop(f"""
     for (int o = 0; o < {m.out_features}; o++) {{ const float *w = (const float *){wp} + (long)o * {m.in_features};
         float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x.expr}[i];
-        s += {b};{act} {y.expr}[o] = s; }}""")
+        s += {b};{act} {y.expr}[o] = s; }}"""))
+
+    def _loop(self, loop: str, rows: bool = False) -> str:
+        """A worksharing loop of the network body and its join: OpenMP's implicit barrier, or ``nowait`` and the
+        spinning barrier (the same rule as :meth:`ConvRenderer._omp_for` for the convs)."""
+        note = "  /* rows across threads, like the conv tiles */" if rows else ""
+        join = f"\n    {self.sync}" if self.sync else ""
+        return f"#pragma omp for schedule(static){' nowait' if self.sync else ''}{note}\n    {loop.lstrip()}{join}"
 
     def _elementwise(self, node: fx.Node, expr: str, inputs: list[fx.Node]) -> None:
         ins = [self.where[a] for a in inputs]
@@ -328,8 +352,8 @@ class NetworkRenderer:
             raise Unsupported(f"{node.name}: operands in different layouts")
         y = self._new_buf(node, ins[0].padded)
         n = y.floats
-        self.lines.append(f"""#pragma omp for schedule(static)
-    for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a.expr}[i]" for a in ins])} ; {y.expr}[i] = v; }}""")
+        self.lines.append(self._loop(f"""
+    for (long i = 0; i < {n}; i++) {{ {expr.format(*[f"{a.expr}[i]" for a in ins])} ; {y.expr}[i] = v; }}"""))
 
     def render(self) -> str:
         self._plan_layouts()
@@ -348,9 +372,9 @@ class NetworkRenderer:
             raise Unsupported("no output")
         return self._finish(out_node)
 
-    def barrier_free(self) -> frozenset[fx.Node]:
-        """Convs (after :meth:`render`) whose next statement does not read their output and whose previous
-        statement keeps its barrier: their own barrier can go. In resnets the stride-2 conv and the 1x1 shortcut
+    def _barrier_free(self) -> frozenset[fx.Node]:
+        """Convs whose next statement does not read their output and whose previous statement keeps its
+        barrier: their own barrier can go. In resnets the stride-2 conv and the 1x1 shortcut
         after it read the same input, so the first runs straight into the second."""
         free: set[fx.Node] = set()
         for i, (node, _) in enumerate(self.statements[:-1]):  # the last statement ends the image: keeps it
@@ -371,9 +395,9 @@ class NetworkRenderer:
                 raise Unsupported("input is not an image batch")
             b = self._new_buf(node, True)
             c, h, w = shape
-            self.lines.append(f"""#pragma omp for schedule(static)  /* rows across threads, like the conv tiles */
+            self.lines.append(self._loop(f"""
     for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
-        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""")
+        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""", rows=True))
         elif node.op == "call_module":
             m = self.gm.get_submodule(node.target)
             if isinstance(m, FusedLinear):
@@ -417,18 +441,17 @@ class NetworkRenderer:
         ob = self.where[out_node]
         if ob.padded:
             c, h, w = ob.shape
-            copy_out = f"""#pragma omp for schedule(static)
+            copy_out = self._loop(f"""
     for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
-        yb[(long)c * {h * w} + i * {w} + j] = {ob.at("c", "i", "j")};"""
+        yb[(long)c * {h * w} + i * {w} + j] = {ob.at("c", "i", "j")};""")
         else:
-            copy_out = f"""#pragma omp for schedule(static)
-    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {ob.expr}[i];"""
-        lines = self.lines + [copy_out]
+            copy_out = self._loop(f"""
+    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {ob.expr}[i];""")
+        self.free = self._barrier_free()
+        lines = [self._call(ln, self.free) if isinstance(ln, _ConvCall) else ln for ln in self.lines] + [copy_out]
         self.conv_scratch = len(self.scratch)  # one scratch per conv; the barrier's counters after them
         prelude, start = ConvRenderer.prelude(self.vw), ""
-        if self.sync:  # every worksharing loop without its own barrier, the spinning one after it instead
-            lines = [ln.replace("#pragma omp for schedule(static)", "#pragma omp for schedule(static) nowait", 1)
-                     + f"\n    {self.sync}" if ln.startswith("#pragma omp for") else ln for ln in lines]
+        if self.sync:
             prelude += SPIN_BARRIER
             start = f"tsr_bar_ = (tsr_bar *)S[{len(self.scratch)}]; tsr_nthr_ = omp_get_num_threads();"
             self.scratch.append(16)  # the barrier's two counters, on a cache line of their own
@@ -456,11 +479,7 @@ class NetworkKernel:
         spin = threads <= (os.cpu_count() or 1)
         r = NetworkRenderer(gm, params_for, vw, spin=spin)
         self.source = r.render()
-        free = r.barrier_free()
-        if free:  # again, with those convs' barriers gone
-            r = NetworkRenderer(gm, params_for, vw, free, spin)
-            self.source = r.render()
-        self.barriers_removed = len(free)
+        self.barriers_removed = len(r.free)
         self.path = compile_cached(self.source)
         self.fn = load_library(str(self.path)).net_forward
         self.fn.restype = None
