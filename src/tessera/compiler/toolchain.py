@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from tessera.compiler.geometry import vector_width
 from tessera.errors import CompileError
 
 FORMAT_VERSION = "1"
@@ -69,15 +70,13 @@ def tune_flags(cc: str) -> tuple[str, ...]:
     Zen 5, ResNet-18 3x3 layers at 12%, 1 thread: 64x56² 214 -> 190 us, 128x28² 199 -> 170 us, 256x14²
     211 -> 177 us, 512x7² 256 -> 229 us (skylake-avx512 the same; generic slower than znver3)."""
     try:
-        with open("/proc/cpuinfo") as f:
-            avx512 = any(line.startswith("flags") and " avx512f" in line for line in f)
         out = subprocess.run([cc, "-march=native", "-Q", "--help=target"], capture_output=True, text=True,
                              timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return ()
     tune = next((line.split()[-1] for line in out.splitlines() if line.strip().startswith("-mtune=")
                  and len(line.split()) == 2), None)
-    return pick_tune(tune, avx512)
+    return pick_tune(tune, vector_width() == 16)  # 16 floats a vector: AVX-512
 
 
 def pick_tune(native_tune: str | None, avx512: bool) -> tuple[str, ...]:
