@@ -60,10 +60,9 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
                  padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None,
-                 nowait: bool = False, sync: str = "", input_view: tuple[int, int] | None = None):
+                 sync: str = "", input_view: tuple[int, int] | None = None):
         """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
-        :func:`padded_layout` unless given) instead of NCHW. ``nowait``: no barrier after the layer (the whole
-        network's next statement does not read its output). ``sync``: the C statement that joins the threads (the
+        :func:`padded_layout` unless given) instead of NCHW. ``sync``: the C statement that joins the threads (the
         whole network's spinning barrier); every worksharing loop is then ``nowait`` and followed by it.
         ``input_view``: (channel stride, offset) of this layer's input planes inside another layer's prepared
         input, passed as ``xp`` (a 1x1 stride-2 shortcut reads the phase plane its stride-2 neighbour copied):
@@ -72,7 +71,8 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
         if params.shift and self.g.stride != 1 and not self.g.tight:
             raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
         self.padded_io = padded_io
-        self.no_barrier, self.sync, self.input_view = nowait, sync, input_view
+        self.sync, self.input_view = sync, input_view
+        self.no_barrier = False  # set by the whole network when its next statement does not read this output
         if input_view and (params.cblock or params.shift):
             raise ValueError("an input view is read by the per-pattern loops only")
         self.copies = shift_copies(geom, params)
