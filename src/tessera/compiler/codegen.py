@@ -18,6 +18,8 @@ The kernel (DESIGN.md, "what made it fast"):
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from tessera.compiler.formats import PackedConv
 from tessera.compiler.geometry import (
     FILTER_CHUNK,
@@ -34,7 +36,9 @@ from tessera.compiler.geometry import (
 
 class ConvRenderer:
     """Renders one sparse conv layer with one parameter set; :func:`render_layer` joins several candidates
-    into a library and the whole-network renderer calls :meth:`render_body` directly."""
+    into a library and the whole-network renderer calls :meth:`render_body` directly. Its layout facts
+    (``in_place_layout``, ``reach``, ``copy_stride``) are fixed once it is built and cached: the emitters ask for
+    them per tap row."""
 
     header = """#include <stdint.h>
 #include <string.h>
@@ -89,7 +93,7 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
         """What follows a worksharing loop: the caller's sync statement, or nothing (the loop's own barrier)."""
         return "" if not self.sync or (compute and self.no_barrier) else f"\n        {self.sync}"
 
-    @property
+    @cached_property
     def in_place_layout(self) -> Layout | None:
         """The network buffer layout this variant reads as its own input planes, with no prep copy: the padded
         one for a stride-1 3x3 pad-1 conv (exactly its geometry), the tight one for the shifted kernel on tight
@@ -145,7 +149,7 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
             return 0
         return self.copies * self.copy_stride
 
-    @property
+    @cached_property
     def copy_stride(self) -> int:
         """Floats between the shifted variant's input copies (a whole number of vectors: copies stay aligned);
         the input buffer's own copy when it reads that in place."""
@@ -154,7 +158,7 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
         vw = self.k.vw
         return -(-(self.g.cin * self.g.plane + self.reach) // vw) * vw
 
-    @property
+    @cached_property
     def reach(self) -> int:
         """Floats read past the last channel's plane: the last tile's overhang plus the largest tap offset."""
         taps = [t for pat in self.p.patterns for t in pat]
