@@ -28,3 +28,7 @@ class CheckpointError(TesseraError):
 
 class CompileError(TesseraError):
     """Native code could not be generated, built or loaded."""
+
+
+class InputError(TesseraError):
+    """A compiled model was called with an input it cannot take (dtype, rank, device)."""

@@ -11,14 +11,15 @@ chunk are discarded). A partial last tile is copied into a zero-padded scratch t
 
 from __future__ import annotations
 
+from tessera.compiler.activations import c_vector, canon
 from tessera.compiler.block_format import PackedBlocks
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.geometry import KernelParams
 
 
 class BlockRenderer:
-    def __init__(self, packed: PackedBlocks, params: KernelParams, relu: bool, residual: bool):
-        self.p, self.k, self.relu, self.residual = packed, params, relu, residual
+    def __init__(self, packed: PackedBlocks, params: KernelParams, act: str | bool, residual: bool):
+        self.p, self.k, self.act, self.residual = packed, params, canon(act), residual
 
     @property
     def tile(self) -> int:
@@ -44,7 +45,7 @@ class BlockRenderer:
         outs = []
         for j in range(r):
             e = f"a{lane}_{j} + b" + (f" + ld(rr + {j * vw})" if self.residual else "")
-            outs.append(f"st(yr + {j * vw}, {'relu(' + e + ')' if self.relu else e});")
+            outs.append(f"st(yr + {j * vw}, {c_vector(self.act, e)});")
         res = f"const float *rr = rt + (long)({row}) * ldy; " if self.residual else ""
         zero = " ".join(f"a{lane}_{j} = z;" for j in range(r))
         return (f"            if ({row} >= r0 && {row} < {self.p.cout}) {{ const vf b = z + bias[{row}]; "
@@ -92,6 +93,7 @@ static void {name}(const float *restrict xt, long ldx, float *restrict yt, long 
 void {name}(int P, int nimg, const float *restrict x, float *restrict y, const float *restrict res,
          const float *restrict vals, const int32_t *restrict cols, const int32_t *restrict rp,
          const float *restrict bias, float *restrict scratch, int nthreads) {{
+    if (P <= 0 || nimg <= 0) return;  /* an empty batch: nothing to split (and no division by zero tiles) */
     const int full = P / {T}, tail = P - full * {T}, ntiles = full + (tail > 0);
     int chunks = (4 * nthreads + ntiles - 1) / ntiles;
     if (nthreads == 1 || chunks < 1) chunks = 1;
@@ -139,10 +141,10 @@ void {name}(int P, int nimg, const float *restrict x, float *restrict y, const f
         return (self.p.cin + 2 * self.p.cout) * self.tile
 
 
-def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...], relu: bool,
+def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...], act: str | bool,
                        residual: bool) -> str:
     """One translation unit with ``run_i`` per candidate and ``scratch_size``."""
-    rs = [BlockRenderer(packed, c, relu, residual) for c in candidates]
+    rs = [BlockRenderer(packed, c, act, residual) for c in candidates]
     parts = [ConvRenderer.prelude(candidates[0].vw)]
     for i, r in enumerate(rs):
         parts += [r.render_tile(f"tile_{i}_{w}", w) for w in range(1, r.k.r + 1)]

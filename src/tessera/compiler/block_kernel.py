@@ -21,12 +21,12 @@ class BlockLibrary(GeneratedLibrary):
     ``stride``: a strided 1x1 conv reads every stride-th pixel; ``linear``: inputs are (batch, Cin) rows.
     """
 
-    def __init__(self, packed: PackedBlocks, vw: int, relu: bool = False, residual: bool = False,
+    def __init__(self, packed: PackedBlocks, vw: int, act: str | bool = False, residual: bool = False,
                  stride: int = 1, linear: bool = False, candidates: tuple[KernelParams, ...] | None = None):
-        self.packed, self.relu, self.residual, self.stride, self.linear = packed, relu, residual, stride, linear
+        self.packed, self.act, self.residual, self.stride, self.linear = packed, act, residual, stride, linear
         self.candidates = candidates or block_candidates(vw, packed.n)
         # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
-        self.source = render_block_layer(packed, self.candidates, relu, residual) + \
+        self.source = render_block_layer(packed, self.candidates, act, residual) + \
             f"/* stride {stride}, linear {int(linear)} */\n"
         self.path = None
 
@@ -58,6 +58,9 @@ class BlockKernel:
 
     def __call__(self, x: torch.Tensor, residual: torch.Tensor | None = None, threads: int = 1) -> torch.Tensor:
         cout = self.layer.packed.cout
+        if x.shape[0] == 0:  # an empty batch: torch's answer is an empty tensor
+            s = self.layer.stride
+            return torch.empty(0, cout, *[(d - 1) // s + 1 for d in x.shape[2:]])
         if self.layer.linear:  # (B, Cin): the batch is the pixel axis
             xt = x.t().contiguous()
             y = torch.empty(cout, x.shape[0])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from tessera.compiler.activations import C_HELPERS, c_scalar, c_vector, canon
 from tessera.compiler.formats import PackedConv
 from tessera.compiler.geometry import (
     FILTER_CHUNK,
@@ -49,20 +50,19 @@ typedef float va __attribute__((vector_size({vbytes}), aligned({vbytes}), may_al
 static inline vf ld(const float *p) {{ return *(const vf *)p; }}
 static inline vf lda(const float *p) {{ return *(const va *)p; }}
 static inline void st(float *p, vf v) {{ *(vf *)p = v; }}
-static inline vf relu(vf v) {{ vf z = {{0}}; return (vf)((vi)v & (vi)(v > z)); }}
 typedef float vh __attribute__((vector_size({hbytes}), aligned(4), may_alias));
 typedef int32_t vhi __attribute__((vector_size({hbytes}), aligned(4), may_alias));
 static inline vh ldh(const float *p) {{ return *(const vh *)p; }}
 static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
-static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z)); }}
 """
 
     @classmethod
     def prelude(cls, vw: int) -> str:
-        """Types and helpers every generated unit starts with: vectors of ``vw`` floats and of half as many."""
-        return cls.header.format(vbytes=vw * 4, hbytes=vw * 2)
+        """Types and helpers every generated unit starts with: vectors of ``vw`` floats and of half as many, and
+        the activations in both widths and as scalars."""
+        return cls.header.format(vbytes=vw * 4, hbytes=vw * 2) + C_HELPERS
 
-    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, relu: bool, residual: bool,
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams, act: str | bool, residual: bool,
                  padded_io: bool = False, in_layout: Layout | None = None, out_layout: Layout | None = None,
                  sync: str = "", input_view: tuple[int, int] | None = None):
         """``padded_io``: input and output activations are in whole-network buffer layouts (see :class:`Layout`;
@@ -71,7 +71,8 @@ static inline vh reluh(vh v) {{ vh z = {{0}}; return (vh)((vhi)v & (vhi)(v > z))
         ``input_view``: (channel stride, offset) of this layer's input planes inside another layer's prepared
         input, passed as ``xp`` (a 1x1 stride-2 shortcut reads the phase plane its stride-2 neighbour copied):
         no copy of its own; per-pattern loops only."""
-        self.p, self.g, self.k, self.relu, self.residual = packed, layer_geometry(geom, params), params, relu, residual
+        self.p, self.g, self.k, self.residual = packed, layer_geometry(geom, params), params, residual
+        self.act = canon(act)
         if params.shift and self.g.stride != 1 and not self.g.tight:
             raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
         self.padded_io = padded_io
@@ -259,7 +260,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
 
     def _scalar_row(self, u0: int | str, n: int | str, src: str, dst: str, res: str | None) -> str:
         """Bias, residual, ReLU and the store (both copies) of floats u0 <= u < n of an output row, one at a time."""
-        act = " v = v > 0.f ? v : 0.f;" if self.relu else ""
+        act = c_scalar(self.act)
         r = f" v += ({res})[u];" if res else ""
         copy = f" ({dst})[u + {self._copy_shift}] = v;" if self._copy_shift else ""
         return f"for (int u = {u0}; u < {n}; u++) {{ float v = ({src})[u] + bf;{r}{act} ({dst})[u] = v;{copy} }}"
@@ -270,10 +271,10 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         shortcut (Zen 5): the same row as a scalar loop for gcc to vectorise took 5.1 us, these ops 3.5 us."""
         vw, shift = self.k.vw, self._copy_shift
         out, u = [], 0
-        for width, ty, ld, st, relu in ((vw, "vf", "ld", "st", "relu"), (vw // 2, "vh", "ldh", "sth", "reluh")):
+        for width, ty, ld, st, half in ((vw, "vf", "ld", "st", False), (vw // 2, "vh", "ldh", "sth", True)):
             while n - u >= width:
                 e = f"{ld}({src} + {u}) + bf" + (f" + {ld}({res} + {u})" if res else "")
-                e = f"{relu}({e})" if self.relu else e
+                e = c_vector(self.act, e, half)
                 copy = f" {st}({dst} + {u + shift}, v);" if shift else ""
                 out.append(f"{{ const {ty} v = {e}; {st}({dst} + {u}, v);{copy} }}")
                 u += width
@@ -320,10 +321,10 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         body = []
         for j in range(r):
             e = f"{acc}{j} + bf" + (f" + ld(ro + {j * vw})" if self.residual else "")
-            e = f"relu({e})" if self.relu else f"({e})"
+            e = c_vector(self.act, e)
             body.append(f"st(yo + {j * vw}, {e} * ld(mk + {j * vw}));")
         lines.append(f"        if (t < {full}) {{ {' '.join(body)} }}")
-        act = "v = v > 0.f ? v : 0.f;" if self.relu else ""
+        act = c_scalar(self.act)
         res = "v += ro[u];" if self.residual else ""
         lines.append(f"""        else {{
             float tmp[{T}] __attribute__((aligned(64)));
@@ -594,13 +595,13 @@ void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const fl
 """
 
 
-def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], relu: bool,
+def render_layer(packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], act: str | bool,
                  residual: bool) -> str:
     """One translation unit with a function ``run_i`` per candidate, so tuning costs one compiler call."""
     vws = {c.vw for c in candidates}
     if len(vws) != 1:
         raise ValueError("all candidates of a layer share one vector width")
-    rs = [ConvRenderer(packed, geom, c, relu, residual) for c in candidates]
+    rs = [ConvRenderer(packed, geom, c, act, residual) for c in candidates]
     parts = [ConvRenderer.prelude(candidates[0].vw)]
     for i, r in enumerate(rs):
         parts += [r.render_body(f"body_{i}"), r.render_function(f"run_{i}", f"body_{i}")]

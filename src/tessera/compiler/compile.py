@@ -116,8 +116,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             lay.name, lay.source, tuple(m.weight.shape), tuple(m.in_shape or ()), tuple(m.stride),
             tuple(m.padding) if not isinstance(m.padding, str) else (0, 0), lo.kind, lo.density,
             len(lo.library) if lo.library is not None else 0, lo.kernels_kept, lo.kernels_total,
-            "+".join(n for n, v in (("conv", True), ("bn", m.folded_bn), ("add", m.residual), ("relu", m.relu))
-                     if v),
+            "+".join(n for n, v in (("conv", True), ("bn", m.folded_bn), ("add", m.residual),
+                                    (m.act, m.act != "none")) if v),
             Decision("dense", "dense weights"),
         )
         plans[lay.name] = plan
@@ -133,7 +133,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         if _block_kernel_fits(m, lo.kind):
             blocks = pack_blocks(m.weight, m.bias, lo)
             plan.bytes = blocks.bytes()
-            libs[lay.name] = BlockLibrary(blocks, vw, m.relu, m.residual, m.stride[0],
+            libs[lay.name] = BlockLibrary(blocks, vw, m.act, m.residual, m.stride[0],
                                           isinstance(m, FusedLinear))
             continue
         packed = pack_conv(m.weight, m.bias, lo)
@@ -143,7 +143,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
         libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group, geom, list(packed.patterns)),
-                                      m.relu, m.residual)
+                                      m.act, m.residual)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))
     decisions = decisions or {}

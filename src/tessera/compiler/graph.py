@@ -1,6 +1,8 @@
-"""Trace a model with torch.fx, fold BatchNorm into convs, fuse ReLU and residual adds into conv epilogues.
+"""Trace a model with torch.fx, fold BatchNorm into convs, fuse activations and residual adds into conv epilogues.
 
-Every Conv2d becomes a :class:`FusedConv` (folded weight and bias, ``relu`` and ``residual`` flags) that runs in
+Shape checks (``torch._assert``: timm's BatchNormAct) and eval no-ops (Identity, Dropout) are dropped first; BN
+folds as a module or as ``F.batch_norm`` on the module's own buffers. Every Conv2d becomes a :class:`FusedConv`
+(folded weight and bias, an activation spec and a ``residual`` flag) that runs in
 torch until the compiler attaches a native kernel to it. The result is a layerwise representation the compiler
 can report on and tune layer by layer, while everything that is not a conv keeps running in torch.
 """
@@ -8,7 +10,6 @@ can report on and tune layer by layer, while everything that is not a conv keeps
 from __future__ import annotations
 
 import copy
-import operator
 from dataclasses import dataclass
 
 import torch
@@ -16,10 +17,10 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from tessera.compiler.activations import ADD_FUNCS, NONE, activation_of, apply_torch
 from tessera.errors import CompileError
 
-_RELU_FUNCS = {F.relu, torch.relu, torch.relu_}
-_ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+_CHECKS = {torch._assert, *(f for f in (getattr(torch, "_check", None),) if f is not None)}
 
 
 class FusedConv(nn.Module):
@@ -32,7 +33,7 @@ class FusedConv(nn.Module):
         self.padding_mode = conv.padding_mode
         self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        self.relu = False
+        self.act = NONE  # an activation spec (tessera.compiler.activations)
         self.residual = False
         self.folded_bn = False
         self.kernel = None  # a compiler.kernel.ConvKernel, set by the tuner
@@ -46,7 +47,11 @@ class FusedConv(nn.Module):
         y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
         if res is not None:
             y = y + res
-        return torch.relu(y) if self.relu else y
+        return apply_torch(self.act, y)
+
+    @property
+    def relu(self) -> bool:
+        return self.act == "relu"
 
     def _fits_kernel(self, x: torch.Tensor) -> bool:
         """The native kernel takes this input: its compiled shape, fp32 on the CPU, no gradient wanted."""
@@ -59,7 +64,7 @@ class FusedConv(nn.Module):
         return self.torch_forward(x, res)
 
     def extra_repr(self) -> str:
-        flags = [n for n, v in (("bn", self.folded_bn), ("add", self.residual), ("relu", self.relu)) if v]
+        flags = [n for n, v in (("bn", self.folded_bn), ("add", self.residual), (self.act, self.act != NONE)) if v]
         return f"{tuple(self.weight.shape)}, stride={self.stride}, padding={self.padding}, fused={'+'.join(flags)}"
 
 
@@ -75,21 +80,63 @@ class FusedLinear(FusedConv):
         y = F.linear(x, self.weight[:, :, 0, 0], self.bias)
         if res is not None:
             y = y + res
-        return torch.relu(y) if self.relu else y
+        return apply_torch(self.act, y)
 
 
-def _is_relu(node: fx.Node, modules: dict) -> bool:
+@dataclass(frozen=True)
+class _BatchNorm:
+    """The statistics of an eval-mode batch norm, however it was called."""
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+    eps: float
+
+
+def _fetch(gm: fx.GraphModule, a) -> torch.Tensor | None:
+    if a is None:
+        return None
+    if not (isinstance(a, fx.Node) and a.op == "get_attr"):
+        raise ValueError("not a stored tensor")
+    obj = gm
+    for part in a.target.split("."):
+        obj = getattr(obj, part)
+    return obj.detach()
+
+
+def batch_norm_of(node: fx.Node, gm: fx.GraphModule, modules: dict) -> _BatchNorm | None:
+    """An eval-mode BatchNorm2d module, or ``F.batch_norm(x, mean, var, weight, bias, training=False, ...)`` on
+    stored tensors (timm's BatchNormAct2d); None for anything else (it then runs in torch)."""
     if node.op == "call_module":
-        return isinstance(modules[node.target], nn.ReLU)
-    if node.op == "call_function":
-        return node.target in _RELU_FUNCS
-    return node.op == "call_method" and node.target in ("relu", "relu_")
+        bn = modules.get(node.target)
+        if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None:
+            return _BatchNorm(bn.running_mean.detach(), bn.running_var.detach(),
+                              None if bn.weight is None else bn.weight.detach(),
+                              None if bn.bias is None else bn.bias.detach(), bn.eps)
+        return None
+    if node.op != "call_function" or node.target is not F.batch_norm:
+        return None
+    names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+    args = {**dict(zip(names, node.args, strict=False)), **node.kwargs}
+    if args.get("training", False) is not False:
+        return None
+    try:
+        mean, var = _fetch(gm, args.get("running_mean")), _fetch(gm, args.get("running_var"))
+        weight, bias = _fetch(gm, args.get("weight")), _fetch(gm, args.get("bias"))
+    except (ValueError, AttributeError):
+        return None
+    if mean is None or var is None:
+        return None
+    return _BatchNorm(mean, var, weight, bias, float(args.get("eps", 1e-5)))
 
 
-def _fold_bn(w: torch.Tensor, b: torch.Tensor | None, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+def _fold_bn(w: torch.Tensor, b: torch.Tensor | None, bn: _BatchNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    gamma = torch.ones_like(bn.mean) if bn.weight is None else bn.weight
+    scale = gamma / torch.sqrt(bn.var + bn.eps)
     b0 = torch.zeros(w.shape[0]) if b is None else b.detach()
-    return w.detach() * scale[:, None, None, None], (b0 - bn.running_mean) * scale + bn.bias.detach()
+    beta = torch.zeros_like(bn.mean) if bn.bias is None else bn.bias
+    return w.detach() * scale[:, None, None, None], (b0 - bn.mean) * scale + beta
 
 
 def _only_user(node: fx.Node) -> fx.Node | None:
@@ -107,13 +154,35 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
     except Exception as exc:  # fx raises many types for untraceable Python
         raise CompileError(f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); "
                            "make forward() free of data-dependent control flow") from None
+    _drop_checks_and_noops(gm)
     with torch.no_grad():
         ShapeProp(gm).propagate(example)
     return gm
 
 
+def _drop_checks_and_noops(gm: fx.GraphModule) -> None:
+    """Shape asserts (they held for the traced shapes; the compiled code is fixed to them) and eval-mode no-ops
+    leave the graph, so they neither block fusion nor count as torch-run nodes."""
+    graph = gm.graph
+    modules = dict(gm.named_modules())
+    for node in list(graph.nodes):
+        if node.op == "call_function" and node.target in _CHECKS:
+            graph.erase_node(node)
+        elif node.op == "call_module" and isinstance(modules.get(node.target), nn.Identity | nn.Dropout) \
+                and len(node.args) == 1 and isinstance(node.args[0], fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+        elif node.op == "call_function" and node.target is F.dropout and isinstance(node.args[0], fx.Node) and \
+                node.kwargs.get("training", node.args[2] if len(node.args) > 2 else True) is False:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
+    graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+
+
 def fuse(gm: fx.GraphModule) -> fx.GraphModule:
-    """Replace conv[-bn][-add][-relu] and linear[-add][-relu] chains by FusedConv / FusedLinear modules;
+    """Replace conv[-bn][-add][-act] and linear[-add][-act] chains by FusedConv / FusedLinear modules;
     returns the same (mutated) GraphModule."""
     modules = dict(gm.named_modules())
     graph = gm.graph
@@ -131,16 +200,16 @@ def fuse(gm: fx.GraphModule) -> fx.GraphModule:
         else:
             w, b = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
             user = _only_user(tail)
-            if user is not None and user.op == "call_module" and \
-                    isinstance(modules[user.target], nn.BatchNorm2d) and modules[user.target].track_running_stats:
-                w, b = _fold_bn(w, b, modules[user.target])
+            bn = batch_norm_of(user, gm, modules) if user is not None and user.args[0] is tail else None
+            if bn is not None:
+                w, b = _fold_bn(w, b, bn)
                 folded, tail = True, user
             fused = FusedConv(conv, w, b)
         fused.folded_bn = folded
         fused.in_shape = tuple(in_meta.shape) if in_meta is not None else None
         residual = None
         user = _only_user(tail)
-        if user is not None and user.op == "call_function" and user.target in _ADD_FUNCS and len(user.args) == 2 \
+        if user is not None and user.op == "call_function" and user.target in ADD_FUNCS and len(user.args) == 2 \
                 and not user.kwargs:
             other = user.args[1] if user.args[0] is tail else user.args[0]
             om, tm = getattr(other, "meta", {}).get("tensor_meta"), tail.meta.get("tensor_meta")
@@ -149,8 +218,9 @@ def fuse(gm: fx.GraphModule) -> fx.GraphModule:
                 residual, tail = other, user
                 fused.residual = True
         user = _only_user(tail)
-        if user is not None and _is_relu(user, modules):
-            fused.relu, tail = True, user
+        act = activation_of(user, modules) if user is not None and user.args and user.args[0] is tail else None
+        if act is not None:
+            fused.act, tail = act, user
         name = node.target.replace(".", "_") + "_fused"
         gm.add_submodule(name, fused)
         with graph.inserting_after(tail):

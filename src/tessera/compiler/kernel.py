@@ -74,10 +74,10 @@ class ThreadScratch:
 class LayerLibrary(GeneratedLibrary):
     """The generated source of one layer (all tuning candidates) and its compiled library."""
 
-    def __init__(self, packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], relu: bool,
+    def __init__(self, packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], act: str | bool,
                  residual: bool):
-        self.packed, self.geom, self.candidates, self.relu, self.residual = packed, geom, candidates, relu, residual
-        self.source = render_layer(packed, geom, candidates, relu, residual)
+        self.packed, self.geom, self.candidates, self.act, self.residual = packed, geom, candidates, act, residual
+        self.source = render_layer(packed, geom, candidates, act, residual)
         self.path = None
 
     def _make_kernel(self, index: int) -> ConvKernel:
@@ -108,9 +108,11 @@ class ConvKernel:
         x = x.contiguous()
         n = x.shape[0]
         y = torch.empty(n, g.cout, g.ho, g.wo)
+        if n == 0:
+            return y
         if self.residual:
-            self.fn(n, x.data_ptr(), y.data_ptr(), residual.contiguous().data_ptr(), *self._consts, self._xp.ptr(),
-                    threads)
+            res = residual.contiguous()  # named: a temporary's memory would be freed before the C call reads it
+            self.fn(n, x.data_ptr(), y.data_ptr(), res.data_ptr(), *self._consts, self._xp.ptr(), threads)
         else:
             self.fn(n, x.data_ptr(), y.data_ptr(), *self._consts, self._xp.ptr(), threads)
         return y

@@ -6,14 +6,16 @@ cores. Here the fused graph becomes one C function: one parallel region per call
 worksharing loops joined by a barrier (a spinning one of our own when every thread has a core: a small model has
 one or two per layer, and OpenMP's cost 0.2-0.4 us each here), none after a conv whose output the next statement
 does not read; images processed one after another through preallocated per-image buffers. Supported nodes:
-FusedConv, MaxPool2d, AdaptiveAvgPool2d(1), Linear, ReLU, residual add, flatten / view, Identity / Dropout.
-Anything else: ``build_network`` returns None and the per-layer graph runs.
+FusedConv (sparse kernels; grouped and depthwise convs and 1x1 convs on pooled vectors as loops of their own),
+max / average / adaptive pooling in module and function forms, global means, Linear, every activation of
+:mod:`tessera.compiler.activations`, residual adds, broadcast multiplies (squeeze-excitation gates), flatten /
+view. A graph may have several inputs and outputs (a native segment between torch islands, see
+:mod:`tessera.compiler.partition`); the first node it cannot emit raises :class:`Unsupported` naming that node.
 """
 
 from __future__ import annotations
 
 import ctypes
-import operator
 import os
 import threading
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from tessera.compiler import window_ops
+from tessera.compiler.activations import ADD_FUNCS, MUL_FUNCS, activation_of, apply_torch, c_scalar
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.geometry import (
@@ -41,14 +45,14 @@ from tessera.compiler.toolchain import compile_cached, load_library
 from tessera.compiler.tune import candidates
 
 _P = ctypes.c_void_p
-_ADD = {operator.add, operator.iadd, torch.add}
-_RELU = {F.relu, torch.relu, torch.relu_}
 _FLATTEN_FN = {torch.flatten}
 _ALIAS_METHODS = {"flatten", "view", "reshape", "contiguous"}
 
 
 class Unsupported(Exception):
-    pass
+    """A node the whole-network function cannot emit; ``node`` is set by the renderer's walk."""
+
+    node: fx.Node | None = None
 
 
 @dataclass
@@ -135,6 +139,9 @@ class NetworkRenderer:
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
         every thread has a core of its own: a waiting thread burns its core)."""
         self.gm, self.params_for, self.vw = gm, params_for, vw
+        self.modules = dict(gm.named_modules())
+        self.inputs: list[_Buf] = []
+        self.outputs: list[_Buf] = []
         self.sync = "tsr_sync();" if spin else ""
         self.statements: list[tuple[fx.Node, set[int]]] = []  # emitting node, buffers its statement reads
         self.free: frozenset[fx.Node] = frozenset()  # convs without a barrier after them (see _barrier_free)
@@ -177,8 +184,8 @@ class NetworkRenderer:
         return b
 
     def _conv_plan(self, node: fx.Node, m: FusedConv) -> tuple[PackedConv, ConvGeometry, KernelParams]:
-        if m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or m.in_shape is None \
-                or isinstance(m.padding, str):
+        if _on_vector(m) or m.groups != 1 or tuple(m.dilation) != (1, 1) or m.stride[0] != m.stride[1] or \
+                m.in_shape is None or isinstance(m.padding, str):
             raise Unsupported(f"{node.target}: conv configuration")
         if node in self.conv_plans:
             return self.conv_plans[node]
@@ -229,16 +236,16 @@ class NetworkRenderer:
                     packed, geom, kp = self._conv_plan(node, m)
                 except Unsupported:
                     continue
-                lay = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True).in_place_layout
+                lay = ConvRenderer(packed, geom, kp, m.act, m.residual, padded_io=True).in_place_layout
                 if lay is not None:
                     votes.setdefault(src(args[0]), set()).add("tight" if lay.tight else "padded")
                 if m.residual:
                     self._union(node, src(args[1]))
-            elif (node.op == "call_function" and node.target in _ADD) or isinstance(m, nn.ReLU) or \
-                    (node.op == "call_function" and node.target in _RELU) or \
-                    (node.op == "call_method" and node.target in ("relu", "relu_")):
+            elif (node.op == "call_function" and node.target in ADD_FUNCS | MUL_FUNCS) or \
+                    activation_of(node, self.modules) is not None:
                 for a in args:
-                    self._union(node, src(a))
+                    if _has_shape(a) and _has_shape(node) and _shape(a) == _shape(node):
+                        self._union(node, src(a))
         group_votes: dict[fx.Node, set[str]] = {}
         for n, v in votes.items():
             group_votes.setdefault(self._group(n), set()).update(v)
@@ -248,13 +255,17 @@ class NetworkRenderer:
                 self.layouts[root] = tight_layout(*shape, self.vw)
 
     def _conv(self, node: fx.Node, m: FusedConv) -> None:
+        if _on_vector(m):
+            return self._linear(node, m)
+        if m.groups != 1:
+            return self._grouped(node, m)
         packed, geom, kp = self._conv_plan(node, m)
         xb = self._padded_input(node.args[0])
         sub = self.subsamples.get(xb.index)
         # a 1x1 stride-2 conv (resnet's shortcut) reads the subsample its stride-2 neighbour already copied
         view = sub if sub and (geom.kh, geom.kw, geom.stride, geom.pad_h, geom.pad_w) == (1, 1, 2, 0, 0) and \
             not kp.cblock and not kp.shift and sub[3] == geom.wo else None
-        r = ConvRenderer(packed, geom, kp, m.relu, m.residual, padded_io=True, in_layout=xb.layout,
+        r = ConvRenderer(packed, geom, kp, m.act, m.residual, padded_io=True, in_layout=xb.layout,
                          out_layout=self.layouts.get(self._group(node)) or padded_layout(geom.ho, geom.wo),
                          sync=self.sync, input_view=view and view[1:3])
         if r.in_place and r.reach > SLACK:
@@ -331,13 +342,79 @@ class NetworkRenderer:
         if getattr(m, "residual", False):
             raise Unsupported("linear with a fused residual add")
         y = self._new_buf(node, False)
-        wp = self._param(m.weight.detach().float().reshape(m.out_features, m.in_features))
-        act = " s = s > 0.f ? s : 0.f;" if getattr(m, "relu", False) else ""
+        cout, cin = m.weight.shape[0], m.weight[0].numel()
+        wp = self._param(m.weight.detach().float().reshape(cout, cin))
+        act = c_scalar(getattr(m, "act", "none"), "s")
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
         self.lines.append(self._loop(f"""
-    for (int o = 0; o < {m.out_features}; o++) {{ const float *w = (const float *){wp} + (long)o * {m.in_features};
-        float s = 0.f; for (int i = 0; i < {m.in_features}; i++) s += w[i] * {x.expr}[i];
+    for (int o = 0; o < {cout}; o++) {{ const float *w = (const float *){wp} + (long)o * {cin};
+        float s = 0.f; for (int i = 0; i < {cin}; i++) s += w[i] * {x.expr}[i];
         s += {b};{act} {y.expr}[o] = s; }}"""))
+
+    def _grouped(self, node: fx.Node, m: FusedConv) -> None:
+        if tuple(m.dilation) != (1, 1) or isinstance(m.padding, str):
+            raise Unsupported(f"{node.target}: grouped conv with dilation or string padding")
+        x = self._padded_input(node.args[0])
+        res = self._padded_input(node.args[1]) if m.residual else None
+        y = self._new_buf(node, True)
+        wt = f"(const float *){self._param(m.weight.detach().float())}"
+        bias = f"((const float *){self._param(m.bias.detach().float())})[c]" if m.bias is not None else "0.f"
+        self.lines.append(self._loop(window_ops.grouped_conv(
+            x, y, res, wt, bias, tuple(m.weight.shape), m.groups, m.stride, m.padding, m.act), rows=True))
+
+    def _pool(self, node: fx.Node, kind: str, kernel, stride, padding, dilation=1, ceil_mode=False,
+              count_include_pad=True, divisor_override=None) -> None:
+        """Max or average pooling (ceil_mode is read off the output shape the trace recorded)."""
+        if dilation not in (1, (1, 1), [1, 1]):
+            raise Unsupported(f"{node.name}: pooling with dilation")
+        k, s, p = window_ops.pool_geometry(kernel, stride, padding)
+        x = self._padded_input(node.args[0])
+        y = self._new_buf(node, True)
+        if kind == "max":
+            self.lines.append(self._loop(window_ops.max_pool(x, y, k, s, p), rows=True))
+            return
+        (_, h, w), (_, ho, wo) = x.shape, y.shape
+        inv = window_ops.avg_divisors(h, w, ho, wo, k, s, p, count_include_pad, divisor_override)
+        table = f"((const float *){self._param(torch.tensor(inv, dtype=torch.float32))})"
+        self.lines.append(self._loop(window_ops.avg_pool(x, y, k, s, p, table), rows=True))
+
+    def _adaptive(self, node: fx.Node) -> None:
+        x = self._padded_input(node.args[0])
+        out = _shape(node)
+        y = self._new_buf(node, not (len(out) != 3 or out[1:] == (1, 1)))
+        if len(out) != 3:  # a mean over (2, 3) without keepdim: (C,)
+            y.shape = (out[0], 1, 1)
+        self.lines.append(self._loop(window_ops.adaptive_avg_pool(x, y)))
+
+    def _broadcast_mul(self, node: fx.Node) -> None:
+        """x * g with g of shape (C, 1, 1): the squeeze-excitation gate."""
+        a, b = node.args
+        if not (isinstance(a, fx.Node) and isinstance(b, fx.Node)):
+            raise Unsupported(f"{node.name}: multiply by a constant")
+        if _shape(a) == _shape(node) and _shape(b) == _shape(node):
+            return self._elementwise(node, "float v = {0} * {1}", [a, b])
+        big, gate = (a, b) if _shape(a) == _shape(node) else (b, a)
+        c = _shape(node)[0]
+        if len(_shape(node)) != 3 or _shape(gate) not in ((c, 1, 1), (c,)) or _shape(big) != _shape(node):
+            raise Unsupported(f"{node.name}: broadcast multiply other than by a per-channel vector")
+        x, g = self._padded_input(big), self.where[gate]
+        y = self._new_buf(node, True)
+        _, h, w = y.shape
+        self.lines.append(self._loop(f"""
+    for (int c = 0; c < {c}; c++) {{ const float s = {g.expr}[c];
+        for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++) {{ const float v = {x.at("c", "i", "j")} * s;
+            {y.put("c", "i", "j", "v")} }} }}"""))
+
+    def _activation(self, node: fx.Node, act: str) -> None:
+        x = self.where[node.args[0]]
+        if x.padded and float(apply_torch(act, torch.zeros(1))) != 0.0:  # borders must stay zero: pixels only
+            y = self._new_buf(node, True)
+            c, h, w = y.shape
+            self.lines.append(self._loop(f"""
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++) {{
+        float v = {x.at("c", "i", "j")};{c_scalar(act)} {y.put("c", "i", "j", "v")} }}"""))
+            return
+        self._elementwise(node, "float v = {0};" + c_scalar(act), [node.args[0]])
 
     def _loop(self, loop: str, rows: bool = False) -> str:
         """A worksharing loop of the network body and its join: OpenMP's implicit barrier, or ``nowait`` and the
@@ -348,7 +425,7 @@ class NetworkRenderer:
 
     def _elementwise(self, node: fx.Node, expr: str, inputs: list[fx.Node]) -> None:
         ins = [self.where[a] for a in inputs]
-        if len({(b.padded, b.shape) for b in ins}) != 1:
+        if len({(b.padded, b.shape, b.layout) for b in ins}) != 1:
             raise Unsupported(f"{node.name}: operands in different layouts")
         y = self._new_buf(node, ins[0].padded)
         n = y.floats
@@ -357,20 +434,24 @@ class NetworkRenderer:
 
     def render(self) -> str:
         self._plan_layouts()
-        out_node = None
+        out_nodes = None
         for node in self.gm.graph.nodes:
             if node.op == "output":
-                out_node = node.args[0]
-                if not isinstance(out_node, fx.Node):
-                    raise Unsupported("output is not a single tensor")
+                out = node.args[0]
+                out_nodes = list(out) if isinstance(out, tuple | list) else [out]
+                if not out_nodes or not all(isinstance(o, fx.Node) and o in self.where for o in out_nodes):
+                    raise _at(Unsupported("output is not a tensor or a tuple of tensors"), node)
                 continue
             emitted = len(self.lines)
-            self._node(node)
+            try:
+                self._node(node)
+            except Unsupported as exc:
+                raise _at(exc, node) from None
             if len(self.lines) > emitted:
                 self.statements.append((node, {self.where[a].index for a in node.all_input_nodes}))
-        if out_node is None:
+        if out_nodes is None:
             raise Unsupported("no output")
-        return self._finish(out_node)
+        return self._finish(out_nodes)
 
     def _barrier_free(self) -> frozenset[fx.Node]:
         """Convs whose next statement does not read their output and whose previous statement keeps its
@@ -387,68 +468,96 @@ class NetworkRenderer:
 
     def _node(self, node: fx.Node) -> None:
         """Emit the statement(s) of one graph node (none for aliases)."""
+        act = activation_of(node, self.modules)
         if node.op == "placeholder":
-            if self.where:
-                raise Unsupported("more than one input")
-            shape = _shape(node)
-            if len(shape) != 3:
-                raise Unsupported("input is not an image batch")
-            b = self._new_buf(node, True)
-            c, h, w = shape
-            self.lines.append(self._loop(f"""
-    for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
-        {b.put("c", "i", "j", f"xb[(long)c * {h * w} + i * {w} + j]")}""", rows=True))
+            self._input(node)
+        elif act is not None:
+            self._activation(node, act)
         elif node.op == "call_module":
-            m = self.gm.get_submodule(node.target)
+            m = self.modules[node.target]
             if isinstance(m, FusedLinear):
                 self._linear(node, m)
             elif isinstance(m, FusedConv):
                 self._conv(node, m)
             elif isinstance(m, nn.MaxPool2d):
-                self._maxpool(node, m)
+                self._pool(node, "max", m.kernel_size, m.stride, m.padding, m.dilation, m.ceil_mode)
+            elif isinstance(m, nn.AvgPool2d):
+                self._pool(node, "avg", m.kernel_size, m.stride, m.padding, 1, m.ceil_mode, m.count_include_pad,
+                           m.divisor_override)
             elif isinstance(m, nn.AdaptiveAvgPool2d):
-                self._avgpool(node, m)
+                self._adaptive(node)
             elif isinstance(m, nn.Linear):
                 self._linear(node, m)
-            elif isinstance(m, nn.ReLU):
-                self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
-            elif isinstance(m, nn.Identity | nn.Dropout):
-                self.where[node] = self.where[node.args[0]]
             elif isinstance(m, nn.Flatten):
                 self._flatten(node)
             else:
                 raise Unsupported(f"module {type(m).__name__}")
-        elif node.op == "call_function" and node.target in _ADD and len(node.args) == 2 and \
-                all(isinstance(a, fx.Node) for a in node.args):
+        elif node.op == "call_function" and node.target in ADD_FUNCS and len(node.args) == 2 and not node.kwargs \
+                and all(isinstance(a, fx.Node) for a in node.args) and _shape(node.args[0]) == _shape(node.args[1]):
             self._elementwise(node, "float v = {0} + {1}", list(node.args))
-        elif node.op == "call_function" and node.target in _RELU:
-            self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
+        elif node.op == "call_function" and node.target in MUL_FUNCS and len(node.args) == 2 and not node.kwargs:
+            self._broadcast_mul(node)
+        elif node.op == "call_function" and node.target in (F.max_pool2d, F.avg_pool2d):
+            self._function_pool(node)
+        elif (node.op == "call_function" and node.target is F.adaptive_avg_pool2d) or _is_global_mean(node):
+            if node.target is F.adaptive_avg_pool2d and len(_shape(node)) != 3:
+                raise Unsupported(f"{node.name}: adaptive pooling of a non-image")
+            self._adaptive(node)
         elif (node.op == "call_function" and node.target in _FLATTEN_FN) or \
                 (node.op == "call_method" and node.target in _ALIAS_METHODS):
             if len(_shape(node)) == 1 or not self.where[node.args[0]].padded:
                 self._flatten(node)
             else:
                 raise Unsupported(f"{node.op} {node.target} to a spatial shape")
-        elif node.op == "call_method" and node.target in ("relu", "relu_"):
-            self._elementwise(node, "float v = {0}; v = v > 0.f ? v : 0.f", [node.args[0]])
         else:
-            raise Unsupported(f"{node.op} {node.target}")
+            raise Unsupported(f"{node.op} {getattr(node.target, '__name__', node.target)}")
 
-    def _finish(self, out_node: fx.Node) -> str:
-        """The copy of the output and the whole C unit around the statements."""
-        self.out_floats = _numel(out_node)
-        self.in_floats = _numel(next(n for n in self.gm.graph.nodes if n.op == "placeholder"))
-        ob = self.where[out_node]
-        if ob.padded:
-            c, h, w = ob.shape
-            copy_out = self._loop(f"""
-    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
-        yb[(long)c * {h * w} + i * {w} + j] = {ob.at("c", "i", "j")};""")
+    def _input(self, node: fx.Node) -> None:
+        shape = _shape(node)
+        if len(shape) != 3:
+            raise Unsupported("an input that is not an image batch (N, C, H, W)")
+        b = self._new_buf(node, True)
+        k = len(self.inputs)
+        self.inputs.append(b)
+        c, h, w = shape
+        self.lines.append(self._loop(f"""
+    for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
+        {b.put("c", "i", "j", f"xb{k}[(long)c * {h * w} + i * {w} + j]")}""", rows=True))
+
+    def _function_pool(self, node: fx.Node) -> None:
+        """F.max_pool2d / F.avg_pool2d with their positional or keyword arguments."""
+        if node.target is F.max_pool2d:
+            names = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+            a = {"stride": None, "padding": 0, "dilation": 1, "ceil_mode": False, "return_indices": False,
+                 **dict(zip(names, node.args, strict=False)), **node.kwargs}
+            if a["return_indices"]:
+                raise Unsupported(f"{node.name}: max pooling with indices")
+            self._pool(node, "max", a["kernel_size"], a["stride"], a["padding"], a["dilation"], a["ceil_mode"])
         else:
-            copy_out = self._loop(f"""
-    for (long i = 0; i < {self.out_floats}; i++) yb[i] = {ob.expr}[i];""")
+            names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+            a = {"stride": None, "padding": 0, "ceil_mode": False, "count_include_pad": True, "divisor_override": None,
+                 **dict(zip(names, node.args, strict=False)), **node.kwargs}
+            self._pool(node, "avg", a["kernel_size"], a["stride"], a["padding"], 1, a["ceil_mode"],
+                       a["count_include_pad"], a["divisor_override"])
+
+    def _finish(self, out_nodes: list[fx.Node]) -> str:
+        """The copy of the outputs and the whole C unit around the statements."""
+        self.out_floats = [_numel(o) for o in out_nodes]
+        self.in_floats = [_numel(n) for n in self.gm.graph.nodes if n.op == "placeholder"]
+        self.out_shapes = [_shape(o) for o in out_nodes]
+        copies = []
+        for k, o in enumerate(out_nodes):
+            ob = self.where[o]
+            if ob.padded:
+                c, h, w = ob.shape
+                copies.append(self._loop(f"""
+    for (int c = 0; c < {c}; c++) for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++)
+        yb{k}[(long)c * {h * w} + i * {w} + j] = {ob.at("c", "i", "j")};"""))
+            else:
+                copies.append(self._loop(f"""
+    for (long i = 0; i < {self.out_floats[k]}; i++) yb{k}[i] = {ob.expr}[i];"""))
         self.free = self._barrier_free()
-        lines = [self._call(ln, self.free) if isinstance(ln, _ConvCall) else ln for ln in self.lines] + [copy_out]
+        lines = [self._call(ln, self.free) if isinstance(ln, _ConvCall) else ln for ln in self.lines] + copies
         self.conv_scratch = len(self.scratch)  # one scratch per conv; the barrier's counters after them
         prelude, start = ConvRenderer.prelude(self.vw), ""
         if self.sync:
@@ -456,14 +565,14 @@ class NetworkRenderer:
             start = f"tsr_bar_ = (tsr_bar *)S[{len(self.scratch)}]; tsr_nthr_ = omp_get_num_threads();"
             self.scratch.append(16)  # the barrier's two counters, on a cache line of their own
         body = "\n    ".join(lines)
+        ptrs = "".join(f"\n    const float *xb{k} = X[{k}] + (long)b * {f};" for k, f in enumerate(self.in_floats))
+        ptrs += "".join(f"\n    float *yb{k} = Y[{k}] + (long)b * {f};" for k, f in enumerate(self.out_floats))
         return prelude + "".join(self.funcs) + f"""
-void net_forward(int n, const float *restrict x, float *restrict y, void **B, void **S, void **P, int nthreads) {{
+void net_forward(int n, const float *const *X, float *const *Y, void **B, void **S, void **P, int nthreads) {{
     #pragma omp parallel num_threads(nthreads)
     {{
     {start}
-    for (int b = 0; b < n; b++) {{
-    const float *xb = x + (long)b * {self.in_floats};
-    float *yb = y + (long)b * {self.out_floats};
+    for (int b = 0; b < n; b++) {{{ptrs}
     {body}
     }}
     }}
@@ -471,22 +580,51 @@ void net_forward(int n, const float *restrict x, float *restrict y, void **B, vo
 """
 
 
+def _at(exc: Unsupported, node: fx.Node) -> Unsupported:
+    if exc.node is None:
+        exc.node = node
+    return exc
+
+
+def _has_shape(node) -> bool:
+    return isinstance(node, fx.Node) and hasattr(node.meta.get("tensor_meta"), "shape")
+
+
+def _on_vector(m: FusedConv) -> bool:
+    """A 1x1 conv on a 1x1 image (squeeze-excitation's reduce / expand): a matrix-vector product."""
+    return not isinstance(m, FusedLinear) and m.in_shape is not None and tuple(m.in_shape[2:]) == (1, 1) and \
+        tuple(m.weight.shape[2:]) == (1, 1) and tuple(m.padding) == (0, 0) and m.groups == 1
+
+
+def _is_global_mean(node: fx.Node) -> bool:
+    """x.mean((2, 3)) / torch.mean(x, (-2, -1)), keepdim or not."""
+    if not ((node.op == "call_method" and node.target == "mean") or
+            (node.op == "call_function" and node.target is torch.mean)):
+        return False
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    if not isinstance(dims, tuple | list) or not _has_shape(node.args[0]) or len(_shape(node.args[0])) != 3:
+        return False
+    extra = {k: v for k, v in node.kwargs.items() if k not in ("dim", "keepdim")}
+    return not extra and sorted(d % 4 for d in dims) == [2, 3] and len(node.args) <= 3
+
+
 class NetworkKernel:
-    """The whole model as one native call; buffers are per image, so any batch size runs."""
+    """A graph (the whole model, or one native segment of it) as one native call; buffers are per image, so any
+    batch size runs. Takes and returns as many tensors as the graph has inputs and outputs."""
 
     def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
-                 out_shape: tuple[int, ...]):
-        spin = threads <= (os.cpu_count() or 1)
-        r = NetworkRenderer(gm, params_for, vw, spin=spin)
-        self.source = r.render()
+                 out_shape: tuple[int, ...] | None = None, renderer: NetworkRenderer | None = None):
+        r = renderer or render_network(gm, params_for, vw, threads)
+        self.source = r.source
         self.barriers_removed = len(r.free)
         self.path = compile_cached(self.source)
         self.fn = load_library(str(self.path)).net_forward
         self.fn.restype = None
         self.fn.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, ctypes.c_int]
         self.threads = threads
-        self.out_shape = tuple(out_shape[1:])
+        self.out_shapes = [tuple(s) for s in r.out_shapes]
         self.in_floats = r.in_floats
+        self.single = len(r.in_floats) == 1 and len(self.out_shapes) == 1
         self.tight_buffers = sum(b.layout is not None and b.layout.tight for b in r.bufs)  # read in place, no copy
         self.prep_copies = sum(n > 0 for n in r.scratch[:r.conv_scratch])  # convs that copy their input first
         self.spin_barrier = bool(r.sync)
@@ -496,21 +634,36 @@ class NetworkKernel:
         self._P = (_P * max(1, len(r.params)))(*[t.data_ptr() for t in r.params])
         self._B = (_P * max(1, len(self._bufs)))(*[t.data_ptr() for t in self._bufs])
         self._S = (_P * max(1, len(self._scratch)))(*[t.data_ptr() if t.numel() else 0 for t in self._scratch])
+        self._X = (_P * len(r.in_floats))()
+        self._Y = (_P * len(self.out_shapes))()
         self._lock = threading.Lock()  # buffers are shared: one call at a time
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous()
-        n = x.shape[0]
-        y = torch.empty(n, *self.out_shape)
-        with self._lock:
-            self.fn(n, x.data_ptr(), y.data_ptr(), self._B, self._S, self._P, self.threads)
-        return y
+    def __call__(self, *xs: torch.Tensor):
+        xs = [x.contiguous() for x in xs]  # named: the copies must live until the call returns
+        n = xs[0].shape[0]
+        ys = [torch.empty(n, *s) for s in self.out_shapes]
+        if n:
+            with self._lock:
+                for k, x in enumerate(xs):
+                    self._X[k] = x.data_ptr()
+                for k, y in enumerate(ys):
+                    self._Y[k] = y.data_ptr()
+                self.fn(n, self._X, self._Y, self._B, self._S, self._P, self.threads)
+        return ys[0] if len(ys) == 1 else tuple(ys)
+
+
+def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
+                   threads: int) -> NetworkRenderer:
+    """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit."""
+    r = NetworkRenderer(gm, params_for, vw, spin=threads <= (os.cpu_count() or 1))
+    r.source = r.render()
+    return r
 
 
 def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
-                  out_shape: tuple[int, ...]) -> tuple[NetworkKernel | None, str]:
+                  out_shape: tuple[int, ...] | None = None) -> tuple[NetworkKernel | None, str]:
     """The network kernel, or None and the reason the graph has to run layer by layer."""
     try:
-        return NetworkKernel(gm, params_for, vw, threads, out_shape), "whole network in one native call"
+        return NetworkKernel(gm, params_for, vw, threads), "whole network in one native call"
     except Unsupported as exc:
         return None, f"layer-by-layer: {exc} is not supported natively"

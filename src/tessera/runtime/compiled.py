@@ -20,7 +20,7 @@ from torch import nn
 from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
 from tessera.compiler.geometry import vector_width
 from tessera.compiler.toolchain import compiler_version, find_compiler
-from tessera.errors import CheckpointError, TesseraError
+from tessera.errors import CheckpointError, InputError, TesseraError
 from tessera.io import load_tensors, save_tensors
 
 ARTIFACT_FORMAT = 1
@@ -66,7 +66,21 @@ class CompiledModel(nn.Module):
         if self.network is not None and x.shape[1:] == self.example_shape[1:] and x.dim() == 4 \
                 and x.dtype == torch.float32 and x.is_cpu:  # cheapest checks (microseconds count at batch 1)
             return self.network(x)
+        self._check(x)
         return self.graph(x)
+
+    def _check(self, x) -> None:
+        """Inputs the compiled code cannot take get a one-line error instead of torch's deep traceback."""
+        want = "x".join(map(str, self.example_shape[1:]))
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"expected a torch.Tensor, got {type(x).__name__}; pass a float32 batch N x {want}")
+        if x.dtype != torch.float32:
+            raise InputError(f"compiled for float32 input, got {x.dtype}; call x.float() first")
+        if not x.is_cpu:
+            raise InputError(f"compiled for CPU tensors, got one on {x.device}; call x.cpu() first")
+        if x.dim() != len(self.example_shape):
+            raise InputError(f"expected a {len(self.example_shape)}-d batch N x {want}, got shape {tuple(x.shape)}; "
+                             "add the batch dimension with x.unsqueeze(0)")
 
     def train(self, mode: bool = True):
         if mode:

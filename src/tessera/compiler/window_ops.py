@@ -1,0 +1,165 @@
+"""C loops of the whole-network function for the layers that slide a window per channel: depthwise and grouped
+convs, max and average pooling (any kernel, stride, padding, ceil_mode), adaptive average pooling.
+
+They are memory-bound, so the shape is one pass: one (channel, output row) per work item, the row accumulated on
+the stack, the epilogue (bias, residual, activation) fused into the store. Padding is never materialised: for each
+tap the range of output columns whose input column is inside the image is a compile-time constant, so the inner
+loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network's ``_Buf`` objects
+(``at`` / ``put`` / ``expr``), whatever their layout.
+"""
+
+from __future__ import annotations
+
+from tessera.compiler.activations import c_scalar
+
+
+def _cols(wo: int, w: int, stride: int, pad: int, v: int) -> tuple[int, int]:
+    """Output columns j with 0 <= j*stride - pad + v < w."""
+    j0 = max(0, -(-(pad - v) // stride))
+    j1 = min(wo, (w - 1 + pad - v) // stride + 1)
+    return j0, max(j0, j1)
+
+
+def _taps(kh: int, kw: int, wo: int, w: int, s: tuple[int, int], p: tuple[int, int], xrow, body) -> list[str]:
+    """The statements of every tap of one output row: rows outside the image skipped at run time, columns
+    clipped to constants. ``xrow(v)`` is the C pointer to input column ``-pad + v`` of row ``iy``;
+    ``body(u, v, ptr, j0, j1)`` the loop for one tap."""
+    out = []
+    for u in range(kh):
+        inner = []
+        for v in range(kw):
+            j0, j1 = _cols(wo, w, s[1], p[1], v)
+            if j1 > j0:
+                inner.append(body(u, v, xrow(v), j0, j1))
+        if inner:
+            out.append(f"{{ const int iy = i * {s[0]} - {p[0]} + {u}; if (iy >= 0 && iy < {{H}}) {{\n            "
+                       + "\n            ".join(inner) + " } }")
+    return out
+
+
+def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], groups: int, stride, padding,
+                 act: str) -> str:
+    """A grouped (depthwise when groups == channels) conv: ``shape`` = (cout, cin/groups, kh, kw)."""
+    cout, cing, kh, kw = shape
+    cin, h, w = x.shape
+    _, ho, wo = y.shape
+    coutg = cout // groups
+    s, p = tuple(stride), tuple(padding)
+
+    def xrow(v):
+        return f"&{x.at('ci', 'iy', f'{v} - {p[1]}')}"
+
+    def body(u, v, ptr, j0, j1):
+        return (f"{{ const float wv = wt[{u * kw + v}]; const float *xr = {ptr}; "
+                f"for (int j = {j0}; j < {j1}; j++) acc[j] += wv * xr[j * {s[1]}]; }}")
+    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(kh, kw, wo, w, s, p, xrow, body))
+    res_add = f" v += {res.at('c', 'i', 'j')};" if res is not None else ""
+    return f"""
+    for (int q = 0; q < {cout * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        float acc[{wo}];
+        const float bc = {bias};
+        for (int j = 0; j < {wo}; j++) acc[j] = bc;
+        for (int k = 0; k < {cing}; k++) {{
+        const int ci = c / {coutg} * {cing} + k;
+        const float *wt = {weight} + ((long)c * {cing} + k) * {kh * kw};
+        {taps}
+        }}
+        for (int j = 0; j < {wo}; j++) {{ float v = acc[j];{res_add}{c_scalar(act)} {y.put('c', 'i', 'j', 'v')} }}
+    }}"""
+
+
+def max_pool(x, y, kernel, stride, padding) -> str:
+    c, h, w = x.shape
+    _, ho, wo = y.shape
+    s, p = tuple(stride), tuple(padding)
+
+    def xrow(v):
+        return f"&{x.at('c', 'iy', f'{v} - {p[1]}')}"
+
+    def body(u, v, ptr, j0, j1):
+        return (f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) {{ const float q = xr[j * {s[1]}]; "
+                "m[j] = q > m[j] || q != q ? q : m[j]; } }")  # NaN propagates, as in torch
+    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(*kernel, wo, w, s, p, xrow, body))
+    return f"""
+    for (int q = 0; q < {c * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        float m[{wo}];
+        for (int j = 0; j < {wo}; j++) m[j] = -INFINITY;
+        {taps}
+        for (int j = 0; j < {wo}; j++) {{ const float v = m[j]; {y.put('c', 'i', 'j', 'v')} }}
+    }}"""
+
+
+def avg_divisors(h: int, w: int, ho: int, wo: int, kernel, stride, padding, count_include_pad: bool,
+                 divisor_override: int | None) -> list[float]:
+    """1 / the divisor torch uses at each output position (row-major ho x wo)."""
+    out = []
+    for i in range(ho):
+        for j in range(wo):
+            if divisor_override:
+                out.append(1.0 / divisor_override)
+                continue
+            y0, x0 = i * stride[0] - padding[0], j * stride[1] - padding[1]
+            y1, x1 = min(y0 + kernel[0], h + padding[0]), min(x0 + kernel[1], w + padding[1])
+            if count_include_pad:
+                n = (y1 - y0) * (x1 - x0)
+            else:
+                n = (min(y1, h) - max(y0, 0)) * (min(x1, w) - max(x0, 0))
+            out.append(1.0 / max(n, 1))
+    return out
+
+
+def avg_pool(x, y, kernel, stride, padding, inv_div: str) -> str:
+    """Window sums times a per-position 1/divisor table (``inv_div``, ho*wo floats: see :func:`avg_divisors`)."""
+    c, h, w = x.shape
+    _, ho, wo = y.shape
+    s, p = tuple(stride), tuple(padding)
+
+    def xrow(v):
+        return f"&{x.at('c', 'iy', f'{v} - {p[1]}')}"
+
+    def body(u, v, ptr, j0, j1):
+        return f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) m[j] += xr[j * {s[1]}]; }}"
+    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(*kernel, wo, w, s, p, xrow, body))
+    return f"""
+    for (int q = 0; q < {c * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        float m[{wo}];
+        for (int j = 0; j < {wo}; j++) m[j] = 0.f;
+        {taps}
+        for (int j = 0; j < {wo}; j++) {{ const float v = m[j] * {inv_div}[i * {wo} + j]; {y.put('c', 'i', 'j', 'v')} }}
+    }}"""
+
+
+def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
+    """torch's adaptive pooling bins: [floor(i*size/out), ceil((i+1)*size/out))."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def adaptive_avg_pool(x, y) -> str:
+    c, h, w = x.shape
+    _, ho, wo = y.shape
+    rows, cols = adaptive_bins(h, ho), adaptive_bins(w, wo)
+    stmts = []
+    for i, (y0, y1) in enumerate(rows):
+        for j, (x0, x1) in enumerate(cols):
+            n = (y1 - y0) * (x1 - x0)
+            stmts.append(f"{{ float s = 0.f; for (int a = {y0}; a < {y1}; a++) for (int b = {x0}; b < {x1}; b++) "
+                         f"s += {x.at('c', 'a', 'b')}; const float v = s * {1.0 / n!r}f; "
+                         f"{y.put('c', str(i), str(j), 'v')} }}")
+    body = "\n        ".join(stmts)
+    return f"""
+    for (int c = 0; c < {c}; c++) {{
+        {body}
+    }}"""
+
+
+def pool_geometry(kernel, stride, padding) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Normalise pooling arguments (ints or pairs; stride None or [] means the kernel)."""
+    def pair(v):
+        return (v, v) if isinstance(v, int) else (int(v[0]), int(v[-1]))
+    k = pair(kernel)
+    s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
+    return k, s, pair(padding)
+
