@@ -21,6 +21,7 @@ from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
 from tessera.compiler.graph import FusedConv, FusedLinear, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
+from tessera.compiler.partition import partition
 from tessera.compiler.toolchain import cache_dir, find_compiler
 from tessera.compiler.tune import Decision, candidates, median_ms, row_band_params, tune_layer
 from tessera.errors import CompileError
@@ -181,6 +182,34 @@ class Compiled:
     network: NetworkKernel | None
     network_reason: str
     network_params: dict[str, dict] | None = None  # the network's own kernel parameters, when not the layers'
+    torch_nodes: dict[str, str] | None = None  # node -> why it runs in torch (None: all native or not surveyed)
+    segments: int = 0  # native segments of a partitioned graph (0: one whole-network call or layer by layer)
+
+    def node_table(self) -> list[tuple[str, str, str]]:
+        """Every node of the fused graph: (name, what it is, where it runs and why)."""
+        rows = []
+        layer = {p.name: p for p in self.plans}
+        for node in self.source_graph.graph.nodes:
+            if node.op in ("placeholder", "output", "get_attr"):
+                continue
+            what = node.meta.get("source", node.target) if node.op == "call_module" else \
+                getattr(node.target, "__name__", str(node.target))
+            if self.network is not None:
+                where = "native (whole network)"
+            elif self.torch_nodes is not None and self.segments:
+                where = f"torch: {self.torch_nodes[node.name]}" if node.name in self.torch_nodes else \
+                    "native (segment)"
+            elif node.name in layer:
+                d = layer[node.name].decision
+                where = f"{'native' if d.backend == 'sparse' else 'torch'} (layer by layer): {d.reason}"
+            else:
+                why = (self.torch_nodes or {}).get(node.name, self.network_reason)
+                where = f"torch: {why}"
+            rows.append((node.name, str(what), where))
+        return rows
+
+    def __post_init__(self):
+        self.source_graph = self.graph  # the fused graph (``graph`` may become its partitioned form)
 
 
 def _row_bands(out: Compiled, threads: int, vw: int) -> dict[str, KernelParams]:
@@ -218,6 +247,9 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
         elif not built:  # the first variant failing means the graph itself is unsupported
             reason = why
             break
+    if not built:
+        _attach_segments(out, example, threads, vw, forced, log, params_for)
+        return
     best = next(iter(built), None)
     if built and forced is None:
         key = cache_dir() / ("netv2-" + hashlib.sha256("".join(n.source for n in built.values()).encode())
@@ -246,3 +278,44 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
     out.network_reason = reason
     if log:
         log(reason)
+
+
+def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log,
+                     params_for: dict[str, KernelParams]) -> None:
+    """Native segments around the nodes that must run in torch, when that measures faster than layer by layer."""
+    parts = partition(out.graph, example, params_for, vw, threads, log)
+    torch_list = "; ".join(f"{k} ({v})" for k, v in (parts.torch_nodes if parts else survey_reasons(out)).items())
+    if parts is None:
+        out.torch_nodes = survey_reasons(out)
+        out.network_reason = f"layer-by-layer: no native segment; in torch: {torch_list}"
+        return
+    with torch.no_grad():
+        ref = out.graph(example)
+        if rel_err(parts.graph(example), ref) > 1e-4:
+            raise CompileError("native segments disagree with torch on the example input; please report this model")
+        times = {"layer-by-layer": median_ms(lambda: out.graph(example), 20),
+                 "segments": median_ms(lambda: parts.graph(example), 20)} if forced is None else {"segments": 0.0}
+    out.torch_nodes = parts.torch_nodes
+    if min(times, key=times.get) == "segments":
+        out.graph, out.segments = parts.graph, len(parts.segments)
+        lead = f"{len(parts.segments)} native segments" + \
+            (f" ({times['segments']:.3f} ms vs {times['layer-by-layer']:.3f} ms layer by layer)" if forced is None
+             else "")
+    else:
+        lead = f"layer-by-layer: measured faster ({times['layer-by-layer']:.3f} ms vs {times['segments']:.3f} ms " \
+               "in native segments)"
+    out.network_reason = f"{lead}; in torch: {torch_list}"
+    if log:
+        log(out.network_reason)
+
+
+def survey_reasons(out: Compiled) -> dict[str, str]:
+    from tessera.compiler.partition import survey
+
+    return {n.name: why for n, why in survey(out.graph, {}, vector_width()).items()}
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a = a if isinstance(a, torch.Tensor) else torch.cat([t.reshape(-1) for t in a])
+    b = b if isinstance(b, torch.Tensor) else torch.cat([t.reshape(-1) for t in b])
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))

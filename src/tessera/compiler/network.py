@@ -135,9 +135,14 @@ def _numel(node: fx.Node) -> int:
 class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
-    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False):
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False,
+                 survey: bool = False):
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
-        every thread has a core of its own: a waiting thread burns its core)."""
+        every thread has a core of its own: a waiting thread burns its core). ``survey``: do not stop at the
+        first node it cannot emit: record it in ``torch_nodes`` (node -> reason), treat its output as arriving
+        from outside and go on, so one walk names every node that has to run in torch."""
+        self.survey = survey
+        self.torch_nodes: dict[fx.Node, str] = {}
         self.gm, self.params_for, self.vw = gm, params_for, vw
         self.modules = dict(gm.named_modules())
         self.inputs: list[_Buf] = []
@@ -336,20 +341,23 @@ class NetworkRenderer:
         {y.expr}[(long)c * {h * w} + i * {w} + j] = {x.at("c", "i", "j")};"""))
 
     def _linear(self, node: fx.Node, m: nn.Linear | FusedLinear) -> None:
+        """A matrix-vector product per image: Linear, or a 1x1 conv on a 1x1 image (flat or padded buffers)."""
         x = self.where[node.args[0]]
-        if x.padded:
+        if x.padded and x.shape[1:] != (1, 1):
             raise Unsupported("linear on a spatial tensor")
-        if getattr(m, "residual", False):
-            raise Unsupported("linear with a fused residual add")
-        y = self._new_buf(node, False)
+        res = self.where[node.args[1]] if getattr(m, "residual", False) else None
+        y = self._new_buf(node, x.padded)
         cout, cin = m.weight.shape[0], m.weight[0].numel()
         wp = self._param(m.weight.detach().float().reshape(cout, cin))
         act = c_scalar(getattr(m, "act", "none"), "s")
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
+        xi = x.at("i", "0", "0") if x.padded else f"{x.expr}[i]"
+        radd = "" if res is None else f" s += {res.at('o', '0', '0') if res.padded else res.expr + '[o]'};"
+        store = y.put("o", "0", "0", "s") if y.padded else f"{y.expr}[o] = s;"
         self.lines.append(self._loop(f"""
     for (int o = 0; o < {cout}; o++) {{ const float *w = (const float *){wp} + (long)o * {cin};
-        float s = 0.f; for (int i = 0; i < {cin}; i++) s += w[i] * {x.expr}[i];
-        s += {b};{act} {y.expr}[o] = s; }}"""))
+        float s = 0.f; for (int i = 0; i < {cin}; i++) s += w[i] * {xi};
+        s += {b};{radd}{act} {store} }}"""))
 
     def _grouped(self, node: fx.Node, m: FusedConv) -> None:
         if tuple(m.dilation) != (1, 1) or isinstance(m.padding, str):
@@ -439,14 +447,25 @@ class NetworkRenderer:
             if node.op == "output":
                 out = node.args[0]
                 out_nodes = list(out) if isinstance(out, tuple | list) else [out]
+                if self.survey:
+                    return ""
                 if not out_nodes or not all(isinstance(o, fx.Node) and o in self.where for o in out_nodes):
-                    raise _at(Unsupported("output is not a tensor or a tuple of tensors"), node)
+                    bad = next((o for o in out_nodes if isinstance(o, fx.Node) and o not in self.where), node)
+                    raise _at(Unsupported("an output that is not a tensor"), bad)
                 continue
             emitted = len(self.lines)
             try:
-                self._node(node)
+                try:
+                    self._node(node)
+                except KeyError:  # an operand that has no native buffer
+                    raise Unsupported("reads a value that is not a float32 image or vector tensor") from None
             except Unsupported as exc:
-                raise _at(exc, node) from None
+                if not self.survey:
+                    raise _at(exc, node) from None
+                del self.lines[emitted:]
+                self.torch_nodes[_at(exc, node).node] = str(exc)
+                self._arrives(node)
+                continue
             if len(self.lines) > emitted:
                 self.statements.append((node, {self.where[a].index for a in node.all_input_nodes}))
         if out_nodes is None:
@@ -491,7 +510,7 @@ class NetworkRenderer:
             elif isinstance(m, nn.Flatten):
                 self._flatten(node)
             else:
-                raise Unsupported(f"module {type(m).__name__}")
+                raise Unsupported(f"no native form of module {type(m).__name__}")
         elif node.op == "call_function" and node.target in ADD_FUNCS and len(node.args) == 2 and not node.kwargs \
                 and all(isinstance(a, fx.Node) for a in node.args) and _shape(node.args[0]) == _shape(node.args[1]):
             self._elementwise(node, "float v = {0} + {1}", list(node.args))
@@ -510,19 +529,31 @@ class NetworkRenderer:
             else:
                 raise Unsupported(f"{node.op} {node.target} to a spatial shape")
         else:
-            raise Unsupported(f"{node.op} {getattr(node.target, '__name__', node.target)}")
+            what = getattr(node.target, "__name__", node.target)
+            raise Unsupported(f"no native form of {node.op.replace('call_', '')} {what}")
 
     def _input(self, node: fx.Node) -> None:
+        if not _has_shape(node) or node.meta["tensor_meta"].dtype != torch.float32:
+            raise Unsupported("an input that is not a float32 tensor")
         shape = _shape(node)
-        if len(shape) != 3:
-            raise Unsupported("an input that is not an image batch (N, C, H, W)")
-        b = self._new_buf(node, True)
+        if len(shape) not in (1, 3):
+            raise Unsupported("an input that is neither an image batch (N, C, H, W) nor a vector batch (N, C)")
+        b = self._new_buf(node, len(shape) == 3)
         k = len(self.inputs)
         self.inputs.append(b)
+        if len(shape) == 1:
+            self.lines.append(self._loop(f"""
+    for (long i = 0; i < {shape[0]}; i++) {b.expr}[i] = xb{k}[i];"""))
+            return
         c, h, w = shape
         self.lines.append(self._loop(f"""
     for (int i = 0; i < {h}; i++) for (int c = 0; c < {c}; c++) for (int j = 0; j < {w}; j++)
         {b.put("c", "i", "j", f"xb{k}[(long)c * {h * w} + i * {w} + j]")}""", rows=True))
+
+    def _arrives(self, node: fx.Node) -> None:
+        """(survey) A node that runs in torch: later nodes read its output as if it were an input."""
+        if _has_shape(node) and len(_shape(node)) in (1, 3) and node.meta["tensor_meta"].dtype == torch.float32:
+            self._new_buf(node, len(_shape(node)) == 3)
 
     def _function_pool(self, node: fx.Node) -> None:
         """F.max_pool2d / F.avg_pool2d with their positional or keyword arguments."""

@@ -5,6 +5,10 @@ optional ``kernel`` size, and sets the scheme and its parameters for them; ``ski
 several entries match a layer the last one wins, so a general rule comes first and exceptions after it. Parameters
 come from ``defaults`` merged under the entry's own (defaults a scheme does not take are ignored; an entry's own
 unknown parameter is an error). An entry that matches no layer is an error: it is almost always a typo.
+
+Grouped and depthwise convs (``groups > 1``: MobileNet, EfficientNet, RegNet) are selected only by an entry that
+says ``groups`` (``groups: any``, or the exact count): pruning a depthwise 3x3 to 4 of 9 weights removes whole
+channels' worth of signal, and the pattern kernels do not run grouped convs anyway.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tessera.sparsity import PatternLibrary, Scheme, make_scheme, needs_library
 from tessera.sparsity.schemes import _SCHEMES
 
 _OPS = {"Conv2d": nn.Conv2d, "Linear": nn.Linear}
-_SELECTORS = {"op", "name", "exclude", "kernel", "skip", "scheme"}
+_SELECTORS = {"op", "name", "exclude", "kernel", "groups", "skip", "scheme"}
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,15 @@ def _matches(entry: Mapping, name: str, module: nn.Module, i: int) -> bool:
     if "name" in entry and not _compile(str(entry["name"]), f"targets[{i}].name").fullmatch(name):
         return False
     if any(_compile(str(p), f"targets[{i}].exclude").fullmatch(name) for p in _as_list(entry.get("exclude"))):
+        return False
+    groups = getattr(module, "groups", 1)
+    if "groups" in entry:
+        want = entry["groups"]
+        if want != "any" and not isinstance(want, int):
+            raise ConfigError(f"targets[{i}].groups: {want!r}; use 'any' or a number of groups")
+        if not isinstance(module, nn.Conv2d) or (want != "any" and groups != want):
+            return False
+    elif groups > 1:
         return False
     if "kernel" in entry:
         if not isinstance(module, nn.Conv2d):

@@ -52,6 +52,7 @@ class CompiledModel(nn.Module):
         self.network = compiled.network
         self.network_reason = compiled.network_reason
         self.network_params = compiled.network_params
+        self.node_table = compiled.node_table()
         self._source = [source]  # kept out of the module tree: only for save()
         self.example_shape = tuple(example_shape)
         self.threads = threads
@@ -101,7 +102,12 @@ class CompiledModel(nn.Module):
                 p.kind, f"{p.density:.3f}", p.patterns or "-", f"{p.kernels_kept}/{p.kernels_total}", p.fused,
                 _bytes(b), p.decision.backend, p.decision.reason,
             ])
-        return markdown_table(head, rows) + f"\n\nexecution: {self.network_reason}\n"
+        nodes = markdown_table(["node", "op", "runs"], [list(r) for r in self.node_table])
+        return markdown_table(head, rows) + f"\n\nexecution: {self.network_reason}\n\nevery node:\n\n{nodes}\n"
+
+    def torch_nodes(self) -> dict[str, str]:
+        """The graph nodes that run in torch, each with the reason (empty when everything runs natively)."""
+        return {name: where[7:] for name, _, where in self.node_table if where.startswith("torch: ")}
 
     def save(self, path: str | Path) -> None:
         """Write the artifact (atomically). Zoo models reload by name; others need ``tessera.load(path, model=)``."""

@@ -1,0 +1,198 @@
+"""torchvision/timm-style networks compile whole and give torch's answer for every input a torch module takes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import tessera.runtime
+from tessera.errors import InputError
+from tessera.models import create_model
+from tessera.pruning.sparsifier import Sparsifier
+
+
+def rel_err(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def randomize_bn(m: nn.Module) -> nn.Module:
+    """Non-trivial statistics, so a missed or wrong BN fold shows."""
+    g = torch.Generator().manual_seed(1)
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            with torch.no_grad():
+                mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
+                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
+                mod.bias.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
+    return m.eval()
+
+
+def prune_like_the_issue(m: nn.Module, stem: str) -> nn.Module:
+    """3x3: 8 patterns + 1/3.6 kernels; 1x1 and Linear: 1x4 unaligned blocks keep 0.2; stem and depthwise dense."""
+    s = Sparsifier(targets=[
+        {"op": "Conv2d", "kernel": 3, "scheme": "pattern_connectivity", "num_patterns": 8, "keep": 1 / 3.6},
+        {"op": "Conv2d", "kernel": 1, "scheme": "block", "n": 4, "keep": 0.2, "method": "bed",
+         "exclude": r".*\.se\..*"},  # squeeze-excitation's tiny 1x1s stay dense
+        {"op": "Linear", "scheme": "block", "n": 4, "keep": 0.2, "method": "bed"},
+        {"name": stem, "skip": True},
+    ])
+    s.prepare(m)
+    s.step()
+    return s.squash_mask().eval()
+
+
+ARCHS = [("tv_resnet18", {"width": 16}, "conv1"), ("tv_resnet50", {"width": 8}, "conv1"),
+         ("tv_mobilenet_v2", {"width": 0.35}, r"features\.0\.0"),
+         ("timm_efficientnet_b0", {"width": 0.25, "depth": 0.34}, "conv_stem")]
+
+
+@pytest.fixture(scope="module", params=ARCHS, ids=[a[0] for a in ARCHS])
+def compiled_arch(request):
+    name, args, stem = request.param
+    torch.manual_seed(0)
+    m = prune_like_the_issue(randomize_bn(create_model(name, num_classes=10, **args)), stem)
+    cm = tessera.runtime.compile(m, torch.randn(1, 3, 48, 48), threads=2, tune=False, network=True)
+    return m, cm
+
+
+def test_architecture_runs_as_one_native_function(compiled_arch):
+    m, cm = compiled_arch
+    assert cm.network is not None, cm.network_reason
+    assert cm.torch_nodes() == {}
+    assert any(p.decision.backend == "sparse" for p in cm.plans)
+
+
+@pytest.mark.parametrize("form", ["nchw", "channels_last", "strided", "batch0", "batch1", "batch3"])
+def test_architecture_matches_torch_for_every_input_form(compiled_arch, form):
+    m, cm = compiled_arch
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(3, 3, 48, 48, generator=g)
+    if form == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    elif form == "strided":
+        x = torch.randn(3, 3, 48, 96, generator=g)[..., ::2]
+    elif form == "batch0":
+        x = x[:0]
+    elif form == "batch1":
+        x = x[:1]
+    with torch.no_grad():
+        ref, y = m(x), cm(x)
+    assert y.shape == ref.shape
+    if ref.numel():
+        assert rel_err(y, ref) <= 1e-5
+
+
+def test_depthwise_targets_need_groups():
+    m = create_model("tv_mobilenet_v2", num_classes=10, width=0.35)
+    s = Sparsifier(targets=[{"op": "Conv2d", "kernel": 3}], defaults={"scheme": "pattern_connectivity"})
+    names = {t.name for t in s.select(m)}
+    assert "features.0.0" in names and not any(t.module.groups > 1 for t in s.targets)
+    s = Sparsifier(targets=[{"op": "Conv2d", "kernel": 3, "groups": "any"}], defaults={"scheme": "pattern"})
+    assert any(t.module.groups > 1 for t in s.select(m))
+
+
+ACTS = [nn.ReLU(), nn.ReLU6(), nn.SiLU(), nn.Hardswish(), nn.Sigmoid(), nn.GELU(), nn.GELU(approximate="tanh"),
+        nn.LeakyReLU(0.1), nn.Hardtanh(-0.5, 2.0), nn.Tanh(), nn.Hardsigmoid(), nn.Identity()]
+
+
+@pytest.mark.parametrize("act", ACTS, ids=lambda a: repr(a))
+@pytest.mark.parametrize("network", [False, True])
+def test_every_epilogue_activation_matches_torch(act, network):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1)
+    with torch.no_grad():  # a pattern-sparse weight, so the per-layer path runs a generated kernel too
+        conv.weight.mul_(torch.tensor([[0, 1, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.float32))
+        conv.weight.mul_(4)  # pre-activations over several units: every branch of every activation
+    m = nn.Sequential(conv, nn.BatchNorm2d(16), act, nn.Conv2d(16, 4, 1), act).eval()
+    randomize_bn(m)
+    x = torch.randn(2, 8, 12, 12)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=network)
+    if network:
+        assert cm.network is not None, cm.network_reason
+    assert cm.plans[0].decision.backend == "sparse"
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+def test_unsupported_op_in_the_middle_keeps_native_segments():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.c3 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1), \
+                nn.Conv2d(8, 8, 3, padding=1)
+            self.fc = nn.Linear(8, 5)
+
+        def forward(self, x):
+            y = F.relu(self.c1(x))
+            z = torch.flip(y, dims=[3])  # no native form
+            z = self.c2(z) + y  # the residual crosses the torch island
+            z = torch.cumsum(F.silu(self.c3(z)), dim=2)  # another one
+            return self.fc(torch.flatten(F.adaptive_avg_pool2d(z, 1), 1))
+
+    m = M().eval()
+    x = torch.randn(2, 3, 10, 10)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is None
+    assert set(cm.torch_nodes()) == {"flip", "cumsum"}, cm.torch_nodes()
+    assert "native segments" in cm.network_reason and "flip" in cm.network_reason and "cumsum" in cm.network_reason
+    rows = {name: where for name, _, where in cm.node_table}
+    assert rows["c2_fused"].startswith("native") and rows["fc_fused"].startswith("native")
+    report = cm.report()
+    assert "flip" in report and "cumsum" in report
+    with torch.no_grad():
+        for xi in (x, x[:0], torch.randn(4, 3, 10, 10).to(memory_format=torch.channels_last)):
+            ref = m(xi)
+            assert cm(xi).shape == ref.shape
+            if ref.numel():
+                assert rel_err(cm(xi), ref) <= 1e-5
+
+
+def test_bad_inputs_get_one_line_errors():
+    m = create_model("vgg_tiny", width=4).eval()
+    cm = tessera.runtime.compile(m, torch.randn(1, 1, 8, 8), tune=False)
+    with pytest.raises(InputError, match="float32"):
+        cm(torch.randn(1, 1, 8, 8, dtype=torch.float64))
+    with pytest.raises(InputError, match="unsqueeze"):
+        cm(torch.randn(1, 8, 8))
+    with pytest.raises(InputError, match="Tensor"):
+        cm([1, 2, 3])
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.integers(1, 12), st.integers(1, 3), st.integers(3, 13), st.integers(3, 13), st.sampled_from([1, 3, 5]),
+       st.sampled_from([1, 2]), st.integers(0, 2), st.booleans(), st.integers(0, 2), st.integers(0, 99))
+def test_grouped_and_depthwise_convs_match_torch(cpg, mult, h, w, k, stride, pad, bias, batch, seed):
+    """Depthwise (mult = 1 channel per group... in and out) and grouped convs in the network function."""
+    g = torch.Generator().manual_seed(seed)
+    groups = 1 + seed % 4
+    cin, cout = cpg * groups, cpg * groups * mult
+    pad = min(pad, k // 2)
+    if (h + 2 * pad - k) < 0 or (w + 2 * pad - k) < 0:
+        return
+    conv = nn.Conv2d(cin, cout, k, stride, pad, groups=groups, bias=bias)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+    m = nn.Sequential(conv, nn.ReLU6(), nn.Conv2d(cout, cout, k, 1, k // 2, groups=cout)).eval()
+    x = torch.randn(max(batch, 1), cin, h, w, generator=g)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is not None, cm.network_reason
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+@settings(deadline=None, max_examples=30)
+@given(st.sampled_from(["max", "avg"]), st.integers(1, 4), st.integers(1, 3), st.integers(0, 2), st.booleans(),
+       st.booleans(), st.integers(4, 15), st.integers(4, 15), st.integers(0, 99))
+def test_pooling_matches_torch(kind, k, stride, pad, ceil_mode, include_pad, h, w, seed):
+    pad = min(pad, k // 2)
+    pool = nn.MaxPool2d(k, stride, pad, ceil_mode=ceil_mode) if kind == "max" else \
+        nn.AvgPool2d(k, stride, pad, ceil_mode=ceil_mode, count_include_pad=include_pad)
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), pool, nn.Conv2d(4, 4, 1)).eval()
+    x = torch.randn(2, 3, h, w, generator=torch.Generator().manual_seed(seed))
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is not None, cm.network_reason
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
