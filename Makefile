@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RECIPE ?= recipes/patdnn-8x.yaml
 
-.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library
+.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library bench-real
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -40,3 +40,6 @@ bench-blocks: setup data
 
 bench-library: setup data
 	$(PY) benchmarks/pattern_library_study.py --seeds 1 --epochs 2,3
+
+bench-real: setup
+	$(PY) benchmarks/real_networks.py
