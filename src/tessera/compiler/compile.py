@@ -18,7 +18,7 @@ from tessera.compiler.block_format import pack_blocks
 from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.formats import pack_conv
 from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
-from tessera.compiler.graph import FusedConv, FusedLinear, conv_layers, fuse, trace
+from tessera.compiler.graph import FusedConv, FusedLinear, capture_inputs, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.partition import partition
@@ -70,20 +70,6 @@ def _unsupported(m: FusedConv, kind: str) -> str | None:
     if m.in_shape is None:
         return "input shape unknown (layer not reached by the example input)"
     return None
-
-
-def _capture_inputs(gm: fx.GraphModule, layers, example: torch.Tensor) -> dict:
-    seen: dict[str, tuple] = {}
-    hooks = [lay.module.register_forward_pre_hook(
-        lambda mod, args, name=lay.name: seen.__setitem__(name, tuple(a.detach().clone() for a in args)))
-        for lay in layers]
-    try:
-        with torch.no_grad():
-            gm(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
 
 
 def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None, tune: bool = True,
@@ -149,7 +135,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         list(pool.map(lambda lib: lib.build(), libs.values()))
     decisions = decisions or {}
     need = [lay for lay in layers if lay.name in libs and lay.name not in decisions]
-    inputs = _capture_inputs(gm, need, example) if need and tune and not force else {}
+    inputs = capture_inputs(gm, {lay.name: lay.module for lay in need}, example) if need and tune and not force \
+        else {}
     for lay in layers:
         if lay.name not in libs:
             continue

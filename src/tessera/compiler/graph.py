@@ -250,3 +250,19 @@ def conv_layers(gm: fx.GraphModule) -> list[LayerInfo]:
         if node.op == "call_module" and isinstance(gm.get_submodule(node.target), FusedConv):
             out.append(LayerInfo(node.target, gm.get_submodule(node.target), node.meta.get("source", node.target)))
     return out
+
+
+def capture_inputs(run, modules: dict[str, nn.Module], example: torch.Tensor) -> dict[str, tuple]:
+    """The arguments each of ``modules`` (name -> module) is called with when ``run(example)`` runs, cloned."""
+    seen: dict[str, tuple] = {}
+    hooks = [mod.register_forward_pre_hook(
+        lambda _, args, name=name: seen.__setitem__(name, tuple(
+            a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args)))
+        for name, mod in modules.items()]
+    try:
+        with torch.no_grad():
+            run(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen

@@ -17,7 +17,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.fx.passes.split_module import split_module
 
 from tessera.compiler.geometry import KernelParams
-from tessera.compiler.graph import FusedConv
+from tessera.compiler.graph import FusedConv, capture_inputs
 from tessera.compiler.network import NetworkKernel, NetworkRenderer, Unsupported, render_network
 
 _WORK = (FusedConv, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -66,7 +66,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
         split, native = _split(gm, torch_nodes)
         if not native:
             return None
-        inputs = _segment_inputs(split, native, example)
+        inputs = capture_inputs(split, native, example)
         renderers, moved = {}, False
         for name, sub in native.items():
             for a in sub.graph.nodes:
@@ -123,17 +123,3 @@ def _split(gm: fx.GraphModule, torch_nodes: dict[str, str]) -> tuple[fx.GraphMod
     native = {f"submod_{i}": getattr(split, f"submod_{i}") for i in sorted(native_ids)
               if hasattr(split, f"submod_{i}")}
     return split, native
-
-
-def _segment_inputs(split: fx.GraphModule, native: dict[str, fx.GraphModule], example: torch.Tensor) -> dict:
-    """Each native segment's call arguments for the example input (for its shapes)."""
-    seen: dict[str, tuple] = {}
-    hooks = [sub.register_forward_pre_hook(lambda mod, args, name=name: seen.__setitem__(name, args))
-             for name, sub in native.items()]
-    try:
-        with torch.no_grad():
-            split(example)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen

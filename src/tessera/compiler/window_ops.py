@@ -69,7 +69,9 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
     }}"""
 
 
-def max_pool(x, y, kernel, stride, padding) -> str:
+def _pool(x, y, kernel, stride, padding, init: str, tap: str, out: str) -> str:
+    """A pooling window per (channel, output row): ``m[j]`` starts at ``init``, ``tap`` folds ``q`` into it (C
+    with ``q`` and ``m[j]``), ``out`` is the stored value."""
     c, h, w = x.shape
     _, ho, wo = y.shape
     s, p = tuple(stride), tuple(padding)
@@ -79,16 +81,20 @@ def max_pool(x, y, kernel, stride, padding) -> str:
 
     def body(u, v, ptr, j0, j1):
         return (f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) {{ const float q = xr[j * {s[1]}]; "
-                "m[j] = q > m[j] || q != q ? q : m[j]; } }")  # NaN propagates, as in torch
+                f"{tap} }} }}")
     taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(*kernel, wo, w, s, p, xrow, body))
     return f"""
     for (int q = 0; q < {c * ho}; q++) {{
         const int c = q / {ho}, i = q - c * {ho};
         float m[{wo}];
-        for (int j = 0; j < {wo}; j++) m[j] = -INFINITY;
+        for (int j = 0; j < {wo}; j++) m[j] = {init};
         {taps}
-        for (int j = 0; j < {wo}; j++) {{ const float v = m[j]; {y.put('c', 'i', 'j', 'v')} }}
+        for (int j = 0; j < {wo}; j++) {{ const float v = {out}; {y.put('c', 'i', 'j', 'v')} }}
     }}"""
+
+
+def max_pool(x, y, kernel, stride, padding) -> str:
+    return _pool(x, y, kernel, stride, padding, "-INFINITY", "m[j] = q > m[j] || q != q ? q : m[j];", "m[j]")
 
 
 def avg_divisors(h: int, w: int, ho: int, wo: int, kernel, stride, padding, count_include_pad: bool,
@@ -112,24 +118,7 @@ def avg_divisors(h: int, w: int, ho: int, wo: int, kernel, stride, padding, coun
 
 def avg_pool(x, y, kernel, stride, padding, inv_div: str) -> str:
     """Window sums times a per-position 1/divisor table (``inv_div``, ho*wo floats: see :func:`avg_divisors`)."""
-    c, h, w = x.shape
-    _, ho, wo = y.shape
-    s, p = tuple(stride), tuple(padding)
-
-    def xrow(v):
-        return f"&{x.at('c', 'iy', f'{v} - {p[1]}')}"
-
-    def body(u, v, ptr, j0, j1):
-        return f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) m[j] += xr[j * {s[1]}]; }}"
-    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(*kernel, wo, w, s, p, xrow, body))
-    return f"""
-    for (int q = 0; q < {c * ho}; q++) {{
-        const int c = q / {ho}, i = q - c * {ho};
-        float m[{wo}];
-        for (int j = 0; j < {wo}; j++) m[j] = 0.f;
-        {taps}
-        for (int j = 0; j < {wo}; j++) {{ const float v = m[j] * {inv_div}[i * {wo} + j]; {y.put('c', 'i', 'j', 'v')} }}
-    }}"""
+    return _pool(x, y, kernel, stride, padding, "0.f", "m[j] += q;", f"m[j] * {inv_div}[i * {y.shape[2]} + j]")
 
 
 def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
