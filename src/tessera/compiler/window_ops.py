@@ -20,39 +20,36 @@ def _cols(wo: int, w: int, stride: int, pad: int, v: int) -> tuple[int, int]:
     return j0, max(j0, j1)
 
 
-def _taps(kh: int, kw: int, wo: int, w: int, s: tuple[int, int], p: tuple[int, int], xrow, body) -> list[str]:
-    """The statements of every tap of one output row: rows outside the image skipped at run time, columns
-    clipped to constants. ``xrow(v)`` is the C pointer to input column ``-pad + v`` of row ``iy``;
-    ``body(u, v, ptr, j0, j1)`` the loop for one tap."""
+def _taps(x, chan: str, kernel, wo: int, stride, padding, body) -> str:
+    """The statements of every tap of one output row of input buffer ``x`` (channel expression ``chan``): rows
+    outside the image skipped at run time, columns clipped to constants. ``body(u, v, ptr, j0, j1)`` is the loop
+    for one tap, ``ptr`` the C pointer to input column ``v - pad`` of row ``iy``."""
+    (kh, kw), s, p = kernel, tuple(stride), tuple(padding)
+    h, w = x.shape[1:]
     out = []
     for u in range(kh):
         inner = []
         for v in range(kw):
             j0, j1 = _cols(wo, w, s[1], p[1], v)
             if j1 > j0:
-                inner.append(body(u, v, xrow(v), j0, j1))
+                inner.append(body(u, v, f"&{x.at(chan, 'iy', f'{v} - {p[1]}')}", j0, j1))
         if inner:
-            out.append(f"{{ const int iy = i * {s[0]} - {p[0]} + {u}; if (iy >= 0 && iy < {{H}}) {{\n            "
+            out.append(f"{{ const int iy = i * {s[0]} - {p[0]} + {u}; if (iy >= 0 && iy < {h}) {{\n            "
                        + "\n            ".join(inner) + " } }")
-    return out
+    return "\n        ".join(out)
 
 
 def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], groups: int, stride, padding,
                  act: str) -> str:
     """A grouped (depthwise when groups == channels) conv: ``shape`` = (cout, cin/groups, kh, kw)."""
     cout, cing, kh, kw = shape
-    cin, h, w = x.shape
     _, ho, wo = y.shape
-    coutg = cout // groups
-    s, p = tuple(stride), tuple(padding)
-
-    def xrow(v):
-        return f"&{x.at('ci', 'iy', f'{v} - {p[1]}')}"
+    sw = tuple(stride)[1]
 
     def body(u, v, ptr, j0, j1):
         return (f"{{ const float wv = wt[{u * kw + v}]; const float *xr = {ptr}; "
-                f"for (int j = {j0}; j < {j1}; j++) acc[j] += wv * xr[j * {s[1]}]; }}")
-    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(kh, kw, wo, w, s, p, xrow, body))
+                f"for (int j = {j0}; j < {j1}; j++) acc[j] += wv * xr[j * {sw}]; }}")
+    taps = _taps(x, "ci", (kh, kw), wo, stride, padding, body)
     res_add = f" v += {res.at('c', 'i', 'j')};" if res is not None else ""
     return f"""
     for (int q = 0; q < {cout * ho}; q++) {{
@@ -61,7 +58,7 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
         const float bc = {bias};
         for (int j = 0; j < {wo}; j++) acc[j] = bc;
         for (int k = 0; k < {cing}; k++) {{
-        const int ci = c / {coutg} * {cing} + k;
+        const int ci = c / {cout // groups} * {cing} + k;
         const float *wt = {weight} + ((long)c * {cing} + k) * {kh * kw};
         {taps}
         }}
@@ -72,17 +69,14 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
 def _pool(x, y, kernel, stride, padding, init: str, tap: str, out: str) -> str:
     """A pooling window per (channel, output row): ``m[j]`` starts at ``init``, ``tap`` folds ``q`` into it (C
     with ``q`` and ``m[j]``), ``out`` is the stored value."""
-    c, h, w = x.shape
+    c = x.shape[0]
     _, ho, wo = y.shape
-    s, p = tuple(stride), tuple(padding)
-
-    def xrow(v):
-        return f"&{x.at('c', 'iy', f'{v} - {p[1]}')}"
+    sw = tuple(stride)[1]
 
     def body(u, v, ptr, j0, j1):
-        return (f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) {{ const float q = xr[j * {s[1]}]; "
+        return (f"{{ const float *xr = {ptr}; for (int j = {j0}; j < {j1}; j++) {{ const float q = xr[j * {sw}]; "
                 f"{tap} }} }}")
-    taps = "\n        ".join(t.replace("{H}", str(h)) for t in _taps(*kernel, wo, w, s, p, xrow, body))
+    taps = _taps(x, "c", kernel, wo, stride, padding, body)
     return f"""
     for (int q = 0; q < {c * ho}; q++) {{
         const int c = q / {ho}, i = q - c * {ho};
