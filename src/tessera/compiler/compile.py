@@ -170,20 +170,20 @@ class Compiled:
     network_reason: str
     network_params: dict[str, dict] | None = None  # the network's own kernel parameters, when not the layers'
     torch_nodes: dict[str, str] | None = None  # node -> why it runs in torch (None: all native or not surveyed)
-    segments: int = 0  # native segments of a partitioned graph (0: one whole-network call or layer by layer)
+    segmented: fx.GraphModule | None = None  # the graph as native segments and torch islands, when chosen
 
     def node_table(self) -> list[tuple[str, str, str]]:
         """Every node of the fused graph: (name, what it is, where it runs and why)."""
         rows = []
         layer = {p.name: p for p in self.plans}
-        for node in self.source_graph.graph.nodes:
+        for node in self.graph.graph.nodes:
             if node.op in ("placeholder", "output", "get_attr"):
                 continue
             what = node.meta.get("source", node.target) if node.op == "call_module" else \
                 getattr(node.target, "__name__", str(node.target))
             if self.network is not None:
                 where = "native (whole network)"
-            elif self.torch_nodes is not None and self.segments:
+            elif self.segmented is not None:
                 where = f"torch: {self.torch_nodes[node.name]}" if node.name in self.torch_nodes else \
                     "native (segment)"
             elif node.name in layer:
@@ -195,8 +195,10 @@ class Compiled:
             rows.append((node.name, str(what), where))
         return rows
 
-    def __post_init__(self):
-        self.source_graph = self.graph  # the fused graph (``graph`` may become its partitioned form)
+    @property
+    def runner(self) -> fx.GraphModule:
+        """What runs the model when the whole-network function does not: the segments, or layer by layer."""
+        return self.graph if self.segmented is None else self.segmented
 
 
 def _row_bands(out: Compiled, threads: int, vw: int) -> dict[str, KernelParams]:
@@ -223,22 +225,18 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
         variants = {"per-layer tiles": params_for}
         if threads > 1 and forced is None:
             variants["row bands"] = {**params_for, **_row_bands(out, threads, vw)}
-    with torch.no_grad():
-        ref = out.graph(example)
     built: dict[str, NetworkKernel] = {}
-    reason = ""
     for label, params in variants.items():
-        net, why = build_network(out.graph, params, vw, threads, tuple(ref.shape))
+        net, _ = build_network(out.graph, params, vw, threads)
         if net is not None:
             built[label] = net
         elif not built:  # the first variant failing means the graph itself is unsupported
-            reason = why
             break
     if not built:
         _attach_segments(out, example, threads, vw, forced, log, params_for)
         return
-    best = next(iter(built), None)
-    if built and forced is None:
+    best, reason = next(iter(built)), "whole network in one native call"
+    if forced is None:
         key = cache_dir() / ("netv2-" + hashlib.sha256("".join(n.source for n in built.values()).encode())
                              .hexdigest()[:32] + f"-t{threads}-b{example.shape[0]}.json")
         try:
@@ -257,8 +255,6 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
             best, reason = None, f"layer-by-layer: measured faster ({times[fastest]:.3f} ms vs {others} native)"
         else:
             best, reason = fastest, f"whole network in one native call, {fastest} ({times[fastest]:.3f} ms vs {others})"
-    elif built:
-        reason = "whole network in one native call"
     out.network = built[best] if best else None
     out.network_params = None if best in (None, "per-layer tiles") else \
         {k: asdict(v) for k, v in variants[best].items()}
@@ -271,9 +267,9 @@ def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, vw: int
                      params_for: dict[str, KernelParams]) -> None:
     """Native segments around the nodes that must run in torch, when that measures faster than layer by layer."""
     parts = partition(out.graph, example, params_for, vw, threads, log)
-    torch_list = "; ".join(f"{k} ({v})" for k, v in (parts.torch_nodes if parts else survey_reasons(out)).items())
-    if parts is None:
-        out.torch_nodes = survey_reasons(out)
+    out.torch_nodes = parts.torch_nodes
+    torch_list = "; ".join(f"{k} ({v})" for k, v in parts.torch_nodes.items())
+    if parts.graph is None:
         out.network_reason = f"layer-by-layer: no native segment; in torch: {torch_list}"
         return
     with torch.no_grad():
@@ -282,9 +278,8 @@ def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, vw: int
             raise CompileError("native segments disagree with torch on the example input; please report this model")
         times = {"layer-by-layer": median_ms(lambda: out.graph(example), 20),
                  "segments": median_ms(lambda: parts.graph(example), 20)} if forced is None else {"segments": 0.0}
-    out.torch_nodes = parts.torch_nodes
     if min(times, key=times.get) == "segments":
-        out.graph, out.segments = parts.graph, len(parts.segments)
+        out.segmented = parts.graph
         lead = f"{len(parts.segments)} native segments" + \
             (f" ({times['segments']:.3f} ms vs {times['layer-by-layer']:.3f} ms layer by layer)" if forced is None
              else "")
@@ -294,12 +289,6 @@ def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, vw: int
     out.network_reason = f"{lead}; in torch: {torch_list}"
     if log:
         log(out.network_reason)
-
-
-def survey_reasons(out: Compiled) -> dict[str, str]:
-    from tessera.compiler.partition import survey
-
-    return {n.name: why for n, why in survey(out.graph, {}, vector_width()).items()}
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

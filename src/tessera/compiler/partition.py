@@ -40,7 +40,7 @@ class NativeSegment(nn.Module):
 
 @dataclass
 class Partitioned:
-    graph: fx.GraphModule  # the split graph: NativeSegment and torch submodules
+    graph: fx.GraphModule | None  # the split graph (NativeSegment and torch submodules); None: nothing native
     segments: list[str]  # names of the native segment submodules
     torch_nodes: dict[str, str]  # node name -> why it runs in torch
 
@@ -59,19 +59,16 @@ def _is_work(gm: fx.GraphModule, node: fx.Node) -> bool:
 
 
 def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, KernelParams], vw: int,
-              threads: int, log=None) -> Partitioned | None:
-    """The graph as native segments and torch islands, or None when no segment would be native."""
+              threads: int, log=None) -> Partitioned:
+    """The graph as native segments and torch islands (``graph`` None when no segment would be native)."""
     torch_nodes = {n.name: why for n, why in survey(gm, params_for, vw).items()}
     for _ in range(len(gm.graph.nodes) + 1):  # each round moves at least one more node to torch
         split, native = _split(gm, torch_nodes)
         if not native:
-            return None
+            break
         inputs = capture_inputs(split, native, example)
         renderers, moved = {}, False
         for name, sub in native.items():
-            for a in sub.graph.nodes:
-                if a.op == "placeholder":
-                    a.meta.pop("tensor_meta", None)
             with torch.no_grad():
                 ShapeProp(sub).propagate(*inputs[name])
             if not any(_is_work(sub, n) for n in sub.graph.nodes):
@@ -101,7 +98,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
         if log:
             log(f"{len(names)} native segments; in torch: {', '.join(torch_nodes) or 'nothing'}")
         return Partitioned(split, names, torch_nodes)
-    return None
+    return Partitioned(None, [], torch_nodes)
 
 
 def _split(gm: fx.GraphModule, torch_nodes: dict[str, str]) -> tuple[fx.GraphModule, dict[str, fx.GraphModule]]:

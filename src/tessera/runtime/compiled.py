@@ -47,7 +47,7 @@ class CompiledModel(nn.Module):
 
     def __init__(self, compiled: Compiled, source: nn.Module, example_shape, threads: int):
         super().__init__()
-        self.graph = compiled.graph
+        self.graph = compiled.runner
         self.plans: list[LayerPlan] = compiled.plans
         self.network = compiled.network
         self.network_reason = compiled.network_reason
@@ -107,7 +107,8 @@ class CompiledModel(nn.Module):
 
     def torch_nodes(self) -> dict[str, str]:
         """The graph nodes that run in torch, each with the reason (empty when everything runs natively)."""
-        return {name: where[7:] for name, _, where in self.node_table if where.startswith("torch: ")}
+        return {name: where.removeprefix("torch: ") for name, _, where in self.node_table
+                if where.startswith("torch: ")}
 
     def save(self, path: str | Path) -> None:
         """Write the artifact (atomically). Zoo models reload by name; others need ``tessera.load(path, model=)``."""
