@@ -9,7 +9,6 @@ GCC/Clang vector extensions (no intrinsics, so every target builds them); scalar
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +54,7 @@ def activation_of(node: fx.Node, modules: dict) -> str | None:
         return None
     kw = dict(node.kwargs)
     kw.pop("inplace", None)
-    extra = [a for a in node.args[1:]]
+    extra = node.args[1:]
     if node.op == "call_function" and node.target in _FUNCTIONS and not kw and \
             all(isinstance(a, bool) for a in extra):  # relu(x, inplace) forms
         return _FUNCTIONS[node.target]
@@ -94,6 +93,11 @@ def apply_torch(act: str, y: torch.Tensor) -> torch.Tensor:
     if name not in fns:
         raise ValueError(f"unknown activation {act!r}")
     return fns[name](y)
+
+
+def keeps_zero(act: str) -> bool:
+    """f(0) == 0: applied to a whole padded buffer, the zero borders stay zero (sigmoid's 0.5 would not)."""
+    return float(apply_torch(act, torch.zeros(1))) == 0.0
 
 
 def _c_float(x: float) -> str:
@@ -171,7 +175,3 @@ static inline float acts_gelu_tanh(float v) {
 """
 
 C_HELPERS = "#include <math.h>\n" + _VECTOR + _SCALAR
-
-# call forms the graph treats as elementwise binary ops (residual adds, SE gates)
-ADD_FUNCS = {operator.add, operator.iadd, torch.add}
-MUL_FUNCS = {operator.mul, operator.imul, torch.mul}

@@ -10,6 +10,7 @@ can report on and tune layer by layer, while everything that is not a conv keeps
 from __future__ import annotations
 
 import copy
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -17,9 +18,12 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from tessera.compiler.activations import ADD_FUNCS, NONE, activation_of, apply_torch
+from tessera.compiler.activations import NONE, activation_of, apply_torch
 from tessera.errors import CompileError
 
+# call forms fused or emitted as elementwise binary ops (residual adds, squeeze-excitation gates)
+ADD_FUNCS = {operator.add, operator.iadd, torch.add}
+MUL_FUNCS = {operator.mul, operator.imul, torch.mul}
 _CHECKS = {torch._assert, *(f for f in (getattr(torch, "_check", None),) if f is not None)}
 
 
@@ -48,10 +52,6 @@ class FusedConv(nn.Module):
         if res is not None:
             y = y + res
         return apply_torch(self.act, y)
-
-    @property
-    def relu(self) -> bool:
-        return self.act == "relu"
 
     def _fits_kernel(self, x: torch.Tensor) -> bool:
         """The native kernel takes this input: its compiled shape, fp32 on the CPU, no gradient wanted."""

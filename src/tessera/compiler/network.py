@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from tessera.compiler import window_ops
-from tessera.compiler.activations import ADD_FUNCS, MUL_FUNCS, activation_of, apply_torch, c_scalar
+from tessera.compiler.activations import activation_of, c_scalar, keeps_zero
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.geometry import (
@@ -39,7 +39,7 @@ from tessera.compiler.geometry import (
     tight_rows,
     tight_tile,
 )
-from tessera.compiler.graph import FusedConv, FusedLinear
+from tessera.compiler.graph import ADD_FUNCS, MUL_FUNCS, FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.toolchain import compile_cached, load_library
 from tessera.compiler.tune import candidates
@@ -415,7 +415,7 @@ class NetworkRenderer:
 
     def _activation(self, node: fx.Node, act: str) -> None:
         x = self.where[node.args[0]]
-        if x.padded and float(apply_torch(act, torch.zeros(1))) != 0.0:  # borders must stay zero: pixels only
+        if x.padded and not keeps_zero(act):  # borders must stay zero: pixels only
             y = self._new_buf(node, True)
             c, h, w = y.shape
             self.lines.append(self._loop(f"""
@@ -644,7 +644,7 @@ class NetworkKernel:
     batch size runs. Takes and returns as many tensors as the graph has inputs and outputs."""
 
     def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
-                 out_shape: tuple[int, ...] | None = None, renderer: NetworkRenderer | None = None):
+                 renderer: NetworkRenderer | None = None):
         r = renderer or render_network(gm, params_for, vw, threads)
         self.source = r.source
         self.barriers_removed = len(r.free)
@@ -670,6 +670,14 @@ class NetworkKernel:
         self._lock = threading.Lock()  # buffers are shared: one call at a time
 
     def __call__(self, *xs: torch.Tensor):
+        if self.single:  # the whole model: one tensor in, one out (microseconds count at batch 1)
+            x = xs[0].contiguous()
+            y = torch.empty(x.shape[0], *self.out_shapes[0])
+            if x.shape[0]:
+                with self._lock:
+                    self._X[0], self._Y[0] = x.data_ptr(), y.data_ptr()
+                    self.fn(x.shape[0], self._X, self._Y, self._B, self._S, self._P, self.threads)
+            return y
         xs = [x.contiguous() for x in xs]  # named: the copies must live until the call returns
         n = xs[0].shape[0]
         ys = [torch.empty(n, *s) for s in self.out_shapes]
@@ -691,8 +699,8 @@ def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: 
     return r
 
 
-def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
-                  out_shape: tuple[int, ...] | None = None) -> tuple[NetworkKernel | None, str]:
+def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
+                  threads: int) -> tuple[NetworkKernel | None, str]:
     """The network kernel, or None and the reason the graph has to run layer by layer."""
     try:
         return NetworkKernel(gm, params_for, vw, threads), "whole network in one native call"
