@@ -64,7 +64,7 @@ class BlockRenderer:
                               f"{self._block(r)}\n" + self._flush(lane, f"rb + {lane}", r) for lane in range(n))
             start = f"(r0 >= {n} ? r0 - {n} : 0)"
         return f"""
-static void {name}(const float *restrict xt, long ldx, float *restrict yt, long ldy, const float *restrict rt,
+static void {name}(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
                    const int32_t *restrict rp, const float *restrict bias) {{
     const vf z = {{0}};
@@ -90,9 +90,9 @@ static void {name}(const float *restrict xt, long ldx, float *restrict yt, long 
                 memset(rs + (long)c * {T} + tail, 0, sizeof(float) * ({T} - tail));
             }}""" if self.residual else ""
         return f"""
-void {name}(int P, int nimg, const float *restrict x, float *restrict y, const float *restrict res,
+void {name}(int P, int nimg, const float *x, float *y, const float *res,
          const float *restrict vals, const int32_t *restrict cols, const int32_t *restrict rp,
-         const float *restrict bias, float *restrict scratch, int nthreads) {{
+         const float *restrict bias, float *scratch, int nthreads) {{
     if (P <= 0 || nimg <= 0) return;  /* an empty batch: nothing to split (and no division by zero tiles) */
     const int full = P / {T}, tail = P - full * {T}, ntiles = full + (tail > 0);
     int chunks = (4 * nthreads + ntiles - 1) / ntiles;

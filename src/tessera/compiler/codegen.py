@@ -178,7 +178,7 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         g = self.g
         s = g.stride
         if self.in_place or self.input_view:
-            return f"\nstatic void {name}(const float *restrict x, float *restrict xp) {{ (void)x; (void)xp; }}\n"
+            return f"\nstatic void {name}(const float *x, float *xp) {{ (void)x; (void)xp; }}\n"
         lay = self.in_layout
         src_plane, src_row, src_off = (lay.plane, lay.pitch, lay.origin) if self.padded_io else (g.h * g.w, g.w, 0)
         phases = self.prep_phases
@@ -201,7 +201,7 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];{self._join()}"""
                           for c in range(1, self.copies)) if self.copies > 2 else ""
         return f"""
-static void {name}(const float *restrict x, float *restrict xp) {{
+static void {name}(const float *x, float *xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
        split across threads, as the conv's tiles are: each thread copies the band of rows it then reads. */
     {self._omp_for()}
@@ -337,11 +337,14 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         return "\n".join(lines)
 
     def signature(self, name: str) -> str:
-        res = "const float *restrict res, " if self.residual else ""
+        """Only the read-only weight tables are ``restrict``. Activation buffers and scratch are written by other
+        threads between barriers; once gcc inlines a layer into the network function, a restrict buffer
+        argument lets -O3 move its loads above the barrier (an atomic on another pointer) and read stale rows."""
+        res = "const float *res, " if self.residual else ""
         cm = "const float *restrict cmask, " if self.vector_out else ""
-        return (f"void {name}(const float *restrict xb, float *restrict yb, {res}const float *restrict wt, "
+        return (f"void {name}(const float *xb, float *yb, {res}const float *restrict wt, "
                 "const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm, "
-                f"const float *restrict bias, {cm}float *restrict xp)")
+                f"const float *restrict bias, {cm}float *xp)")
 
     def tap_offsets(self) -> list[list[int]]:
         return [[self.g.tap_offset(t) for t in pat] for pat in self.p.patterns]
@@ -361,7 +364,7 @@ static void {name}(const float *restrict x, float *restrict xp) {{
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
-        const float *restrict xin = {src};
+        const float *xin = {src};
         const vf z = {{0}};
         {self._omp_for(compute=True)}
         for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
@@ -565,7 +568,7 @@ static {self.signature(name)} {{
         return self._prep(f"{name}_prep") + f"""
 static {self.signature(name)} {{
         {name}_prep(xb, xp);
-        const float *restrict xin = {src};
+        const float *xin = {src};
         {self._omp_for("static, 1", compute=True)}
         for (int q = 0; q < {self.ntiles * units}; q++) {{
         const int u = q / {self.ntiles}, t = q - u * {self.ntiles};
@@ -582,11 +585,11 @@ static {self.signature(name)} {{
         """Exported entry point for a batch: one parallel region around the body."""
         g = self.g
         rb = f"res0 + (long)b * {g.cout * g.ho * g.wo}, " if self.residual else ""
-        res_arg = "const float *restrict res0, " if self.residual else ""
+        res_arg = "const float *res0, " if self.residual else ""
         return f"""
-void {name}(int n, const float *restrict x, float *restrict y, {res_arg}const float *restrict wt,
+void {name}(int n, const float *x, float *y, {res_arg}const float *restrict wt,
          const int32_t *restrict gptr, const int32_t *restrict cidx, const int32_t *restrict perm,
-         const float *restrict bias, float *restrict xp, int nthreads) {{
+         const float *restrict bias, float *xp, int nthreads) {{
     #pragma omp parallel num_threads(nthreads)
     for (int b = 0; b < n; b++)
         {body}(x + (long)b * {g.cin * g.h * g.w}, y + (long)b * {g.cout * g.ho * g.wo}, {rb}wt, gptr, cidx,
