@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -11,6 +11,7 @@ import tessera.runtime
 from tessera.errors import InputError
 from tessera.models import create_model
 from tessera.pruning.sparsifier import Sparsifier
+from tessera.sparsity import analyse_conv
 
 
 def rel_err(a, b):
@@ -181,6 +182,78 @@ def test_grouped_and_depthwise_convs_match_torch(cpg, mult, h, w, k, stride, pad
     assert cm.network is not None, cm.network_reason
     with torch.no_grad():
         assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+class _DepthwiseResidual(nn.Module):
+    def __init__(self, c, k, stride, pad, act):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, stride, pad, groups=c)
+        self.act, self.residual = act, stride == 1 and 2 * pad == k - 1
+
+    def forward(self, x):
+        y = self.act(self.dw(x))
+        return y + x if self.residual else y
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.integers(1, 9), st.integers(1, 40), st.integers(1, 80), st.sampled_from([3, 5, 7]), st.sampled_from([1, 2]),
+       st.integers(0, 3), st.sampled_from([nn.ReLU6(), nn.SiLU(), nn.Identity()]), st.integers(0, 99))
+def test_wide_depthwise_rows_match_torch(c, h, w, k, stride, pad, act, seed):
+    """Rows wide enough for the vector path (chunks of up to 4 vectors, stride-2 shuffles, clipped borders),
+    with a residual when the shape allows one."""
+    g = torch.Generator().manual_seed(seed)
+    if h + 2 * pad < k or w + 2 * pad < k:
+        return
+    m = _DepthwiseResidual(c, k, stride, pad, act).eval()
+    with torch.no_grad():
+        m.dw.weight.copy_(torch.randn(m.dw.weight.shape, generator=g))
+    x = torch.randn(2, c, h, w, generator=g)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is not None, cm.network_reason
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+class _PointwiseBlock(nn.Module):
+    """3x3 conv (the padded layout the 1x1 then reads in place) -> block-sparse 1x1 (+ residual) -> act."""
+
+    def __init__(self, c, cout, act, residual):
+        super().__init__()
+        self.c3, self.c1, self.act, self.residual = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, cout, 1), act, \
+            residual and c == cout
+
+    def forward(self, x):
+        y = self.c3(x)
+        z = self.c1(y)
+        return self.act(z + y if self.residual else z)
+
+
+@settings(deadline=None, max_examples=10)
+@given(st.integers(4, 40), st.integers(4, 40), st.integers(1, 30), st.integers(1, 40), st.sampled_from([2, 4, 8]),
+       st.sampled_from([nn.ReLU6(), nn.SiLU(), nn.Identity()]), st.booleans(), st.integers(0, 99))
+@example(32, 48, 20, 19, 4, nn.ReLU6(), False, 1)
+@example(32, 32, 15, 30, 4, nn.SiLU(), True, 2)
+def test_block_sparse_pointwise_in_place_matches_torch(c, cout, h, w, n, act, residual, seed):
+    """Block-sparse 1x1 convs run by the block kernel over the network's padded planes (pad columns and the
+    rows after the last stay zero: the lane mask) and a block-sparse Linear head read block by block."""
+    torch.manual_seed(seed)
+    n = min(n, c, cout)
+    m = nn.Sequential(_PointwiseBlock(c, cout, act, residual), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(cout, 4 * n + 1)).eval()
+    s = Sparsifier(targets=[{"op": "Conv2d", "kernel": 1, "scheme": "block", "n": n, "keep": 0.3},
+                            {"op": "Linear", "scheme": "block", "n": n, "keep": 0.3}])
+    s.prepare(m)
+    s.step()
+    m = s.squash_mask().eval()
+    x = torch.randn(2, 3, h, w)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=True)
+    assert cm.network is not None, cm.network_reason
+    if h * w >= 256 and analyse_conv(m[0].c1.weight).kind == "block":  # the block kernel, not the FKW loops
+        # (planes smaller than a tile keep those)
+        assert "_tile_" in cm.network.source
+    with torch.no_grad():
+        for _ in range(3):
+            assert rel_err(cm(x), m(x)) <= 1e-5
 
 
 @settings(deadline=None, max_examples=30)

@@ -18,8 +18,12 @@ from tessera.compiler.geometry import KernelParams
 
 
 class BlockRenderer:
-    def __init__(self, packed: PackedBlocks, params: KernelParams, act: str | bool, residual: bool):
-        self.p, self.k, self.act, self.residual = packed, params, canon(act), residual
+    def __init__(self, packed: PackedBlocks, params: KernelParams, act: str | bool, residual: bool,
+                 masked: bool = False):
+        """``masked``: every store is ANDed with an int32 lane mask (``mk``, the tile's own), so the positions
+        of a whole-network buffer that are not pixels (pad columns, the rows after the last) stay exactly zero
+        whatever the epilogue makes of them."""
+        self.p, self.k, self.act, self.residual, self.masked = packed, params, canon(act), residual, masked
 
     @property
     def tile(self) -> int:
@@ -45,7 +49,9 @@ class BlockRenderer:
         outs = []
         for j in range(r):
             e = f"a{lane}_{j} + b" + (f" + ld(rr + {j * vw})" if self.residual else "")
-            outs.append(f"st(yr + {j * vw}, {c_vector(self.act, e)});")
+            v = c_vector(self.act, e)
+            outs.append(f"st(yr + {j * vw}, (vf)((vi)({v}) & *(const vi *)(mk + {j * vw})));" if self.masked
+                        else f"st(yr + {j * vw}, {v});")
         res = f"const float *rr = rt + (long)({row}) * ldy; " if self.residual else ""
         zero = " ".join(f"a{lane}_{j} = z;" for j in range(r))
         return (f"            if ({row} >= r0 && {row} < {self.p.cout}) {{ const vf b = z + bias[{row}]; "
@@ -63,10 +69,11 @@ class BlockRenderer:
             sweep = "\n".join(f"        for (int k = rp[rb + {lane}]; k < rp[rb + {lane + 1}]; k++)\n"
                               f"{self._block(r)}\n" + self._flush(lane, f"rb + {lane}", r) for lane in range(n))
             start = f"(r0 >= {n} ? r0 - {n} : 0)"
+        mask_arg = ", const int32_t *restrict mk" if self.masked else ""
         return f"""
 static void {name}(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
-                   const int32_t *restrict rp, const float *restrict bias) {{
+                   const int32_t *restrict rp, const float *restrict bias{mask_arg}) {{
     const vf z = {{0}};
     (void)rt;
     {accs}
@@ -133,6 +140,47 @@ void {name}(int P, int nimg, const float *x, float *y, const float *res,
                 memcpy(yb + (long)c * P + (long)full * {T}, ys + (long)c * {T}, sizeof(float) * tail);
         }}
     }}
+}}
+"""
+
+    def render_planar(self, name: str, origin: int, ldx: int, ldy: int, length: int, sync: str,
+                      no_barrier: bool) -> str:
+        """The whole-network function's call for a stride-1 1x1 conv whose input and output planes share
+        ``origin`` and row pitch: the ``length`` floats from ``origin`` of every plane (pixels and the zero
+        columns between rows) are one long row of tiles, read and written in place; the last, partial tile runs
+        the narrower tile function. Needs ``masked`` (the mask is ``ntiles * T`` int32 lanes, 0 off-pixel)."""
+        if not self.masked:
+            raise ValueError("a planar block conv writes pad positions: it needs the lane mask")
+        T, rows, n = self.tile, self.padded_rows, self.p.n
+        full, tail = divmod(length, T)
+        ntiles = full + (tail > 0)
+        tiles = "".join(self.render_tile(f"{name}_tile_{r}", r) for r in sorted({self.k.r, -(-tail // self.k.vw)})
+                        if r > 0)
+        call = "(xb + o, {ldx}, yb + o, {ldy}, rb, r0, r1, vals, cols, rp, bias, mk + (long)t * {T})"
+        call = call.format(ldx=ldx, ldy=ldy, T=T)
+        last = f"if (t < {full}) {name}_tile_{self.k.r}{call}; else {name}_tile_{-(-tail // self.k.vw)}{call};" \
+            if tail else f"{name}_tile_{self.k.r}{call};"
+        join = "" if no_barrier or not sync else f"\n    {sync}"
+        wait = " nowait" if sync or no_barrier else ""
+        return tiles + f"""
+static void {name}(const float *xb, float *yb, const float *res, const float *restrict vals,
+                   const int32_t *restrict cols, const int32_t *restrict rp, const float *restrict bias,
+                   const int32_t *restrict mk) {{
+    (void)res;
+    const int nthreads = omp_get_num_threads();
+    int chunks = (4 * nthreads + {ntiles} - 1) / {ntiles};
+    if (nthreads == 1 || chunks < 1) chunks = 1;
+    if (chunks > {rows // n}) chunks = {rows // n};
+    const int per = ({rows // n} + chunks - 1) / chunks * {n};
+    chunks = ({rows} + per - 1) / per;
+    #pragma omp for schedule(static, 1){wait}
+    for (int q = 0; q < {ntiles} * chunks; q++) {{
+        const int t = q / chunks, ch = q - t * chunks;
+        const int r0 = ch * per, r1 = r0 + per < {rows} ? r0 + per : {rows};
+        const long o = {origin} + (long)t * {T};
+        const float *rb = res ? res + o : 0;
+        {last}
+    }}{join}
 }}
 """
 

@@ -119,6 +119,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             continue
         if _block_kernel_fits(m, lo.kind):
             blocks = pack_blocks(m.weight, m.bias, lo)
+            m.blocks = blocks  # reused by the whole-network renderer
             plan.bytes = blocks.bytes()
             libs[lay.name] = BlockLibrary(blocks, vw, m.act, m.residual, m.stride[0],
                                           isinstance(m, FusedLinear))

@@ -26,6 +26,8 @@ from torch import fx, nn
 
 from tessera.compiler import window_ops
 from tessera.compiler.activations import activation_of, c_scalar, keeps_zero
+from tessera.compiler.block_codegen import BlockRenderer, block_candidates
+from tessera.compiler.block_format import PackedBlocks
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import PackedConv, pack_conv
 from tessera.compiler.geometry import (
@@ -89,8 +91,25 @@ class _ConvCall:
     """A conv statement whose function is rendered at the end (its join depends on the next statement)."""
 
     node: fx.Node
-    renderer: ConvRenderer
+    renderer: ConvRenderer | _PlanarBlocks
     args: str  # the call's argument list and semicolon
+
+
+@dataclass
+class _PlanarBlocks:
+    """A block-sparse stride-1 1x1 conv run in place over its planes (:meth:`BlockRenderer.render_planar`)."""
+
+    renderer: BlockRenderer
+    origin: int
+    ldx: int
+    ldy: int
+    length: int
+    sync: str
+    no_barrier: bool = False
+
+    def render_body(self, name: str) -> str:
+        return self.renderer.render_planar(name, self.origin, self.ldx, self.ldy, self.length, self.sync,
+                                           self.no_barrier)
 
 
 SPIN_BARRIER = """
@@ -237,6 +256,10 @@ class NetworkRenderer:
             if isinstance(m, nn.Identity | nn.Dropout):
                 source[node] = src(args[0])
             elif isinstance(m, FusedConv) and not isinstance(m, FusedLinear):
+                if m.residual:
+                    self._union(node, src(args[1]))
+                if isinstance(getattr(m, "blocks", None), PackedBlocks) and tuple(m.stride) == (1, 1):
+                    continue  # the planar block kernel reads any layout in place
                 try:
                     packed, geom, kp = self._conv_plan(node, m)
                 except Unsupported:
@@ -244,8 +267,6 @@ class NetworkRenderer:
                 lay = ConvRenderer(packed, geom, kp, m.act, m.residual, padded_io=True).in_place_layout
                 if lay is not None:
                     votes.setdefault(src(args[0]), set()).add("tight" if lay.tight else "padded")
-                if m.residual:
-                    self._union(node, src(args[1]))
             elif (node.op == "call_function" and node.target in ADD_FUNCS | MUL_FUNCS) or \
                     activation_of(node, self.modules) is not None:
                 for a in args:
@@ -264,6 +285,8 @@ class NetworkRenderer:
             return self._linear(node, m)
         if m.groups != 1:
             return self._grouped(node, m)
+        if self._planar_blocks(node, m):
+            return
         packed, geom, kp = self._conv_plan(node, m)
         xb = self._padded_input(node.args[0])
         sub = self.subsamples.get(xb.index)
@@ -290,6 +313,38 @@ class NetworkRenderer:
         self.lines.append(_ConvCall(node, r, f"({x}, {y}, {res}(const float *){ptrs[0]}, (const int32_t *){ptrs[1]}, "
                                              f"(const int32_t *){ptrs[2]}, (const int32_t *){ptrs[3]}, "
                                              f"(const float *){ptrs[4]}, {cmask}(float *)S[{xp}]);"))
+
+    def _planar_blocks(self, node: fx.Node, m: FusedConv) -> bool:
+        """A block-sparse 1x1 stride-1 conv on the block kernel, in place, when its input and output planes line
+        up (same origin and pitch, no second copy to write); False: the FKW path renders it."""
+        blocks = getattr(m, "blocks", None)
+        if not isinstance(blocks, PackedBlocks) or tuple(m.weight.shape[2:]) != (1, 1) or \
+                tuple(m.stride) != (1, 1) or tuple(m.padding) != (0, 0) or m.in_shape is None:
+            return False
+        xb = self._padded_input(node.args[0])
+        c, h, w = xb.shape
+        lin = xb.layout or padded_layout(h, w)
+        lout = self.layouts.get(self._group(node)) or padded_layout(h, w)
+        if (lin.origin, lin.pitch) != (lout.origin, lout.pitch) or lout.copy:
+            return False
+        ks = block_candidates(self.vw, blocks.n)
+        kp = self.params_for.get(node.target)
+        kp = kp if kp is not None and kp.r in {k.r for k in ks} and not kp.cblock and not kp.shift else ks[1]
+        r = BlockRenderer(blocks, KernelParams(kp.r, self.vw), m.act, m.residual, masked=True)
+        length, T = h * lin.pitch, r.tile
+        span = length // T * T + -(-(length % T) // self.vw) * self.vw  # the last tile runs whole vectors only
+        if lin.origin + span > lout.plane + lout.origin or span - length > SLACK:
+            return False  # the last tile would reach the next plane's pixels
+        mask = [-1 if p < length and p % lin.pitch < w else 0 for p in range(span)]
+        y = self._new_buf(node, True)
+        res = self._padded_input(node.args[1]).expr if m.residual else "0"
+        ptrs = [self._param(torch.from_numpy(a)) for a in (blocks.values, blocks.cols, blocks.row_ptr, blocks.bias)]
+        mk = self._param(torch.tensor(mask, dtype=torch.int32))
+        call = _PlanarBlocks(r, lin.origin, lin.plane, lout.plane, length, self.sync)
+        self.lines.append(_ConvCall(node, call, f"({xb.expr}, {y.expr}, {res}, (const float *){ptrs[0]}, "
+                                                f"(const int32_t *){ptrs[1]}, (const int32_t *){ptrs[2]}, "
+                                                f"(const float *){ptrs[3]}, (const int32_t *){mk});"))
+        return True
 
     def _call(self, c: _ConvCall, free: frozenset[fx.Node]) -> str:
         """The call of a conv's function; layers with the same geometry, patterns, tile, epilogue and join share
@@ -348,16 +403,46 @@ class NetworkRenderer:
         res = self.where[node.args[1]] if getattr(m, "residual", False) else None
         y = self._new_buf(node, x.padded)
         cout, cin = m.weight.shape[0], m.weight[0].numel()
-        wp = self._param(m.weight.detach().float().reshape(cout, cin))
         act = c_scalar(getattr(m, "act", "none"), "s")
         b = f"((const float *){self._param(m.bias.detach().float())})[o]" if m.bias is not None else "0.f"
-        xi = x.at("i", "0", "0") if x.padded else f"{x.expr}[i]"
+        def xi(v):
+            return x.at(v, "0", "0") if x.padded else f"{x.expr}[{v}]"
         radd = "" if res is None else f" s += {res.at('o', '0', '0') if res.padded else res.expr + '[o]'};"
         store = y.put("o", "0", "0", "s") if y.padded else f"{y.expr}[o] = s;"
+        blocks = getattr(m, "blocks", None)
+        if isinstance(blocks, PackedBlocks):  # read the kept blocks only (a classifier at 0.2: a fifth of the bytes)
+            sums = self._block_matvec(blocks, xi("ci"))
+            self.lines.append(self._loop(f"""
+    for (int o = 0; o < {cout}; o++) {{ float s = {sums}[o];
+        s += {b};{radd}{act} {store} }}"""))
+            return
+        wp = self._param(m.weight.detach().float().reshape(cout, cin))
         self.lines.append(self._loop(f"""
     for (int o = 0; o < {cout}; o++) {{ const float *w = (const float *){wp} + (long)o * {cin};
-        float s = 0.f; for (int i = 0; i < {cin}; i++) s += w[i] * {xi};
+        float s = 0.f; for (int i = 0; i < {cin}; i++) s += w[i] * {xi("i")};
         s += {b};{radd}{act} {store} }}"""))
+
+    def _block_matvec(self, p: PackedBlocks, xi: str) -> str:
+        """Emit y = W x over the packed blocks into a buffer of its own (returned): work items are bands of 64
+        rows, each summing the blocks that start in its band or up to N-1 rows above it."""
+        rows = int(p.row_ptr.size - 1)
+        acc = _Buf(rows + p.n, (rows + p.n,), False, len(self.bufs))
+        self.bufs.append(acc)
+        vals, cols, rp = (self._param(torch.from_numpy(a)) for a in (p.values, p.cols, p.row_ptr))
+        band = 64
+        self.lines.append(self._loop(f"""
+    for (int r0 = 0; r0 < {rows}; r0 += {band}) {{
+        const int r1 = r0 + {band} < {rows} ? r0 + {band} : {rows};
+        float a[{band + 2 * p.n}] = {{0}};
+        for (int r = r0 - {p.n - 1} > 0 ? r0 - {p.n - 1} : 0; r < r1; r++)
+            for (int k = ((const int32_t *){rp})[r]; k < ((const int32_t *){rp})[r + 1]; k++) {{
+                const int ci = ((const int32_t *){cols})[k]; const float xv = {xi};
+                const float *v = (const float *){vals} + (long)k * {p.n};
+                for (int l = 0; l < {p.n}; l++) a[r - r0 + {p.n - 1} + l] += v[(r + l) % {p.n}] * xv;
+            }}
+        for (int r = r0; r < r1; r++) {acc.expr}[r] = a[r - r0 + {p.n - 1}];
+    }}"""))
+        return acc.expr
 
     def _grouped(self, node: fx.Node, m: FusedConv) -> None:
         if tuple(m.dilation) != (1, 1) or isinstance(m.padding, str):
@@ -367,8 +452,13 @@ class NetworkRenderer:
         y = self._new_buf(node, True)
         wt = f"(const float *){self._param(m.weight.detach().float())}"
         bias = f"((const float *){self._param(m.bias.detach().float())})[c]" if m.bias is not None else "0.f"
+        shape = tuple(m.weight.shape)
+        if shape[1] == 1 and shape[0] == m.groups and tuple(m.stride) in ((1, 1), (2, 2)):
+            self.lines.append(self._loop(window_ops.depthwise_conv(
+                x, y, res, wt, bias, shape, m.stride, m.padding, m.act, self.vw), rows=True))
+            return
         self.lines.append(self._loop(window_ops.grouped_conv(
-            x, y, res, wt, bias, tuple(m.weight.shape), m.groups, m.stride, m.padding, m.act), rows=True))
+            x, y, res, wt, bias, shape, m.groups, m.stride, m.padding, m.act), rows=True))
 
     def _pool(self, node: fx.Node, kind: str, kernel, stride, padding, dilation=1, ceil_mode=False,
               count_include_pad=True, divisor_override=None) -> None:

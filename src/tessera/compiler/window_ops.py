@@ -10,7 +10,7 @@ loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers a
 
 from __future__ import annotations
 
-from tessera.compiler.activations import c_scalar
+from tessera.compiler.activations import c_scalar, c_vector
 
 
 def _cols(wo: int, w: int, stride: int, pad: int, v: int) -> tuple[int, int]:
@@ -63,6 +63,80 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
         {taps}
         }}
         for (int j = 0; j < {wo}; j++) {{ float v = acc[j];{res_add}{c_scalar(act)} {y.put('c', 'i', 'j', 'v')} }}
+    }}"""
+
+
+def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
+                   vw: int) -> str:
+    """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
+    row), the output columns whose every tap reads inside the image run in chunks of up to 4 vectors held in
+    registers across all taps (stride 2: two loads and a shuffle keep the even lanes); the few border columns
+    and the remainder run the clipped scalar loop of :func:`grouped_conv`."""
+    cout, _, kh, kw = shape
+    _, ho, wo = y.shape
+    h, w = x.shape[1:]
+    (sh, sw), (ph, pw) = tuple(stride), tuple(padding)
+    ranges = [_cols(wo, w, sw, pw, v) for v in range(kw)]
+    jl, jr = max(r[0] for r in ranges), min(r[1] for r in ranges)
+    nvec = max(0, jr - jl) // vw
+    jt = jl + nvec * vw  # scalar columns: [0, jl) and [jt, wo)
+    evens = "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
+
+    def load(v, off):
+        ptr = f"&{x.at('c', 'iy', f'(jc + {off}) * {sw} + {v - pw}')}"
+        if sw == 1:
+            return f"ld({ptr})"
+        return f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
+
+    def chunk(nv):
+        accs = " ".join(f"vf a{r} = z + bc;" for r in range(nv))
+        rows = []
+        for u in range(kh):
+            taps = " ".join(f"{{ const float wv = wt[{u * kw + v}]; " +
+                            " ".join(f"a{r} += wv * {load(v, r * vw)};" for r in range(nv)) + " }"
+                            for v in range(kw))
+            rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {taps} }} }}")
+        shift = y.layout.copy_shift if y.padded and y.layout else 0
+        stores = []
+        for r in range(nv):
+            e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'jc + {r * vw}')})" if res is not None else "")
+            dst = f"&{y.at('c', 'i', f'jc + {r * vw}')}"
+            stores.append(f"st({dst}, {c_vector(act, e)});" + (f" st({dst} + {shift}, ld({dst}));" if shift else ""))
+        return f"{{ {accs}\n            " + "\n            ".join(rows) + "\n            " + " ".join(stores) + " }"
+
+    big = min(4, nvec) if nvec else 0
+    vec = ""
+    if nvec:
+        vec = f"""
+        int jc = {jl};
+        for (; jc + {big * vw} <= {jt}; jc += {big * vw}) {chunk(big)}"""
+        if nvec % big:
+            vec += f"""
+        for (; jc + {vw} <= {jt}; jc += {vw}) {chunk(1)}"""
+
+    def scalar(lo, hi):
+        if hi <= lo:
+            return ""
+        def body(u, v, ptr, j0, j1):
+            a, b = max(j0, lo), min(j1, hi)
+            if b <= a:
+                return ""
+            return (f"{{ const float wv = wt[{u * kw + v}]; const float *xr = {ptr}; "
+                    f"for (int j = {a}; j < {b}; j++) acc[j - {lo}] += wv * xr[j * {sw}]; }}")
+        taps = _taps(x, "c", (kh, kw), wo, stride, padding, body)
+        res_add = f" v += {res.at('c', 'i', 'j')};" if res is not None else ""
+        store = f"float v = acc[j - {lo}];{res_add}{c_scalar(act)} {y.put('c', 'i', 'j', 'v')}"
+        return f"""
+        {{ float acc[{hi - lo}];
+        for (int j = 0; j < {hi - lo}; j++) acc[j] = bc;
+        {taps}
+        for (int j = {lo}; j < {hi}; j++) {{ {store} }} }}"""
+    return f"""
+    for (int q = 0; q < {cout * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        const float bc = {bias};
+        const float *wt = {weight} + (long)c * {kh * kw};
+        const vf z = {{0}}; (void)z;{vec}{scalar(0, jl if nvec else wo)}{scalar(jt, wo) if nvec else ""}
     }}"""
 
 
