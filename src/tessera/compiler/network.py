@@ -453,7 +453,8 @@ class NetworkRenderer:
         wt = f"(const float *){self._param(m.weight.detach().float())}"
         bias = f"((const float *){self._param(m.bias.detach().float())})[c]" if m.bias is not None else "0.f"
         shape = tuple(m.weight.shape)
-        if shape[1] == 1 and shape[0] == m.groups and tuple(m.stride) in ((1, 1), (2, 2)):
+        if shape[1] == 1 and shape[0] == m.groups and tuple(m.stride) in ((1, 1), (2, 2)) and \
+                x.layout is not None and x.layout.origin >= m.padding[1]:  # its first loads start at -padding
             self.lines.append(self._loop(window_ops.depthwise_conv(
                 x, y, res, wt, bias, shape, m.stride, m.padding, m.act, self.vw), rows=True))
             return

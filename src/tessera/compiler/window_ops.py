@@ -69,74 +69,83 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
 def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
                    vw: int) -> str:
     """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
-    row), the output columns whose every tap reads inside the image run in chunks of up to 4 vectors held in
-    registers across all taps (stride 2: two loads and a shuffle keep the even lanes); the few border columns
-    and the remainder run the clipped scalar loop of :func:`grouped_conv`."""
+    row), chunks of ``vw`` output columns held in registers across all taps (up to 4 chunks at once in the
+    middle of the row; stride 2: two loads and a shuffle keep the even lanes). A chunk at a border ANDs each tap's
+    load with a constant lane mask where the tap reads outside the image (pad columns the layout keeps zero need
+    none); lanes past the row's end are computed and not stored, so no column runs scalar."""
     cout, _, kh, kw = shape
     _, ho, wo = y.shape
     h, w = x.shape[1:]
     (sh, sw), (ph, pw) = tuple(stride), tuple(padding)
-    ranges = [_cols(wo, w, sw, pw, v) for v in range(kw)]
-    jl, jr = max(r[0] for r in ranges), min(r[1] for r in ranges)
-    nvec = max(0, jr - jl) // vw
-    jt = jl + nvec * vw  # scalar columns: [0, jl) and [jt, wo)
+    zero_cols = {-1, w} if x.padded and x.layout is not None and not x.layout.tight else set()
     evens = "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
+    shift = y.layout.copy_shift if y.padded and y.layout else 0
 
-    def load(v, off):
-        ptr = f"&{x.at('c', 'iy', f'(jc + {off}) * {sw} + {v - pw}')}"
-        if sw == 1:
-            return f"ld({ptr})"
-        return f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
+    def lane_ok(j: int, v: int) -> bool:
+        col = j * sw - pw + v
+        return j >= wo or 0 <= col < w or col in zero_cols
 
-    def chunk(nv):
+    def masks(jc: int) -> dict[int, list[int]]:
+        """tap column -> lane mask, for the taps of chunk ``jc`` that read outside the image."""
+        out = {}
+        for v in range(kw):
+            lanes = [-1 if jc + t < wo and 0 <= (jc + t) * sw - pw + v < w else 0 for t in range(vw)]
+            if not all(lane_ok(jc + t, v) for t in range(vw)):
+                out[v] = lanes
+        return out
+
+    def load(v, jc, off):
+        ptr = f"&{x.at('c', 'iy', f'({jc} + {off}) * {sw} + {v - pw}')}"
+        return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
+
+    def chunk(jc: str, nv: int, mk: dict[int, list[int]], whole: bool) -> str:
         accs = " ".join(f"vf a{r} = z + bc;" for r in range(nv))
+        consts = "".join(f" const vi m{v} = (vi){{{', '.join(map(str, lanes))}}};" for v, lanes in mk.items())
         rows = []
         for u in range(kh):
-            taps = " ".join(f"{{ const float wv = wt[{u * kw + v}]; " +
-                            " ".join(f"a{r} += wv * {load(v, r * vw)};" for r in range(nv)) + " }"
-                            for v in range(kw))
-            rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {taps} }} }}")
-        shift = y.layout.copy_shift if y.padded and y.layout else 0
+            taps = []
+            for v in range(kw):
+                terms = []
+                for r in range(nv):
+                    xv = load(v, jc, r * vw)
+                    terms.append(f"a{r} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else f"a{r} += wv * {xv};")
+                taps.append(f"{{ const float wv = wt[{u * kw + v}]; {' '.join(terms)} }}")
+            rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
         stores = []
         for r in range(nv):
-            e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'jc + {r * vw}')})" if res is not None else "")
-            dst = f"&{y.at('c', 'i', f'jc + {r * vw}')}"
-            stores.append(f"st({dst}, {c_vector(act, e)});" + (f" st({dst} + {shift}, ld({dst}));" if shift else ""))
-        return f"{{ {accs}\n            " + "\n            ".join(rows) + "\n            " + " ".join(stores) + " }"
+            e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'{jc} + {r * vw}')})" if res is not None else "")
+            if whole:
+                dst = f"&{y.at('c', 'i', f'{jc} + {r * vw}')}"
+                copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
+                stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
+            else:  # the row's last, partial chunk: the lanes past the row belong to the next row's work item
+                stores.append(f"{{ float t[{vw}] __attribute__((aligned(64))); st(t, {c_vector(act, e)}); "
+                              f"for (int j = {jc}; j < {wo}; j++) {{ const float v = t[j - {jc}]; "
+                              f"{y.put('c', 'i', 'j', 'v')} }} }}")
+        return (f"{{{consts} {accs}\n            " + "\n            ".join(rows) + "\n            "
+                + " ".join(stores) + " }")
 
-    big = min(4, nvec) if nvec else 0
-    vec = ""
-    if nvec:
-        vec = f"""
-        int jc = {jl};
-        for (; jc + {big * vw} <= {jt}; jc += {big * vw}) {chunk(big)}"""
-        if nvec % big:
-            vec += f"""
-        for (; jc + {vw} <= {jt}; jc += {vw}) {chunk(1)}"""
-
-    def scalar(lo, hi):
-        if hi <= lo:
-            return ""
-        def body(u, v, ptr, j0, j1):
-            a, b = max(j0, lo), min(j1, hi)
-            if b <= a:
-                return ""
-            return (f"{{ const float wv = wt[{u * kw + v}]; const float *xr = {ptr}; "
-                    f"for (int j = {a}; j < {b}; j++) acc[j - {lo}] += wv * xr[j * {sw}]; }}")
-        taps = _taps(x, "c", (kh, kw), wo, stride, padding, body)
-        res_add = f" v += {res.at('c', 'i', 'j')};" if res is not None else ""
-        store = f"float v = acc[j - {lo}];{res_add}{c_scalar(act)} {y.put('c', 'i', 'j', 'v')}"
-        return f"""
-        {{ float acc[{hi - lo}];
-        for (int j = 0; j < {hi - lo}; j++) acc[j] = bc;
-        {taps}
-        for (int j = {lo}; j < {hi}; j++) {{ {store} }} }}"""
+    starts = list(range(0, wo, vw))
+    plain = [jc for jc in starts if jc + vw <= wo and not masks(jc)]
+    lo, hi = (plain[0], plain[-1] + vw) if plain else (wo, wo)
+    if plain and len(plain) != (hi - lo) // vw:  # masked chunks in the middle (never for these geometries)
+        plain, lo, hi = [], wo, wo
+    parts = [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
+    if plain:
+        big = min(4, len(plain))
+        parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) {chunk('jc', big, {}, True)}")
+        if len(plain) % big:
+            first = lo + len(plain) // big * big * vw
+            parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, True)}")
+    parts += [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc >= hi]
+    body = "\n        ".join(parts)
     return f"""
     for (int q = 0; q < {cout * ho}; q++) {{
         const int c = q / {ho}, i = q - c * {ho};
         const float bc = {bias};
         const float *wt = {weight} + (long)c * {kh * kw};
-        const vf z = {{0}}; (void)z;{vec}{scalar(0, jl if nvec else wo)}{scalar(jt, wo) if nvec else ""}
+        const vf z = {{0}};
+        {body}
     }}"""
 
 
