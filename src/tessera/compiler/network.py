@@ -483,7 +483,7 @@ class NetworkRenderer:
         y = self._new_buf(node, not (len(out) != 3 or out[1:] == (1, 1)))
         if len(out) != 3:  # a mean over (2, 3) without keepdim: (C,)
             y.shape = (out[0], 1, 1)
-        self.lines.append(self._loop(window_ops.adaptive_avg_pool(x, y)))
+        self.lines.append(self._loop(window_ops.adaptive_avg_pool(x, y, self.vw)))
 
     def _broadcast_mul(self, node: fx.Node) -> None:
         """x * g with g of shape (C, 1, 1): the squeeze-excitation gate."""
@@ -499,6 +499,14 @@ class NetworkRenderer:
         x, g = self._padded_input(big), self.where[gate]
         y = self._new_buf(node, True)
         _, h, w = y.shape
+        if x.layout == y.layout and not y.layout.copy and y.layout.pitch in (w, w + 1):
+            # the rows run contiguously (the pad column is zero and stays zero: 0 * s)
+            n = h * y.layout.pitch
+            self.lines.append(self._loop(f"""
+    for (int c = 0; c < {c}; c++) {{ const float s = {g.expr}[c];
+        const float *xr = &{x.at("c", "0", "0")}; float *yr = &{y.at("c", "0", "0")};
+        for (int j = 0; j < {n}; j++) yr[j] = xr[j] * s; }}"""))
+            return
         self.lines.append(self._loop(f"""
     for (int c = 0; c < {c}; c++) {{ const float s = {g.expr}[c];
         for (int i = 0; i < {h}; i++) for (int j = 0; j < {w}; j++) {{ const float v = {x.at("c", "i", "j")} * s;

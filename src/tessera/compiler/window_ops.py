@@ -203,9 +203,36 @@ def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
     return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
 
 
-def adaptive_avg_pool(x, y) -> str:
+def _plane_sum(x, vw: int) -> str:
+    """C statements leaving in ``s`` the sum of channel ``c``'s pixels: the rows of a whole-network buffer run
+    contiguously from pixel (0, 0) (the padded layout's pad column between rows is zero), summed in vectors
+    with the last one masked to the span."""
+    _, h, w = x.shape
+    pitch = x.layout.pitch if x.padded and x.layout is not None else w
+    if pitch not in (w, w + 1):
+        raise ValueError("rows must be contiguous or one zero column apart")
+    n = h * pitch
+    full, tail = divmod(n, vw)
+    big = full // 4 * 4
+    mask = "(vi){" + ", ".join("-1" if t < tail else "0" for t in range(vw)) + "}"
+    tail_add = f" a0 += (vf)((vi)ld(p + {full * vw}) & {mask});" if tail else ""
+    return (f"const float *p = &{x.at('c', '0', '0')}; vf a0 = {{0}}, a1 = {{0}}, a2 = {{0}}, a3 = {{0}};\n"
+            f"        for (int j = 0; j < {big * vw}; j += {4 * vw}) {{ a0 += ld(p + j); a1 += ld(p + j + {vw}); "
+            f"a2 += ld(p + j + {2 * vw}); a3 += ld(p + j + {3 * vw}); }}\n"
+            f"        for (int j = {big * vw}; j < {full * vw}; j += {vw}) a0 += ld(p + j);{tail_add}\n"
+            f"        const vf a = (a0 + a1) + (a2 + a3); float s = 0.f; for (int l = 0; l < {vw}; l++) s += a[l];")
+
+
+def adaptive_avg_pool(x, y, vw: int = 0) -> str:
+    """Adaptive average pooling; to 1x1 (a global mean) with ``vw``: one vector pass over the channel's rows."""
     c, h, w = x.shape
     _, ho, wo = y.shape
+    if vw and (ho, wo) == (1, 1) and (not x.padded or x.layout is None or x.layout.pitch in (w, w + 1)):
+        return f"""
+    for (int c = 0; c < {c}; c++) {{
+        {_plane_sum(x, vw)}
+        const float v = s * {1.0 / (h * w)!r}f; {y.put('c', '0', '0', 'v')}
+    }}"""
     rows, cols = adaptive_bins(h, ho), adaptive_bins(w, wo)
     stmts = []
     for i, (y0, y1) in enumerate(rows):
