@@ -258,8 +258,8 @@ class NetworkRenderer:
             elif isinstance(m, FusedConv) and not isinstance(m, FusedLinear):
                 if m.residual:
                     self._union(node, src(args[1]))
-                if isinstance(getattr(m, "blocks", None), PackedBlocks) and tuple(m.stride) == (1, 1):
-                    continue  # the planar block kernel reads any layout in place
+                if isinstance(getattr(m, "blocks", None), PackedBlocks) and tuple(m.weight.shape[2:]) == (1, 1):
+                    continue  # the planar block kernel reads any layout (in place or from a copy)
                 try:
                     packed, geom, kp = self._conv_plan(node, m)
                 except Unsupported:
@@ -315,33 +315,48 @@ class NetworkRenderer:
                                              f"(const float *){ptrs[4]}, {cmask}(float *)S[{xp}]);"))
 
     def _planar_blocks(self, node: fx.Node, m: FusedConv) -> bool:
-        """A block-sparse 1x1 stride-1 conv on the block kernel, in place, when its input and output planes line
-        up (same origin and pitch, no second copy to write); False: the FKW path renders it."""
+        """A block-sparse 1x1 conv on the block kernel over whole planes: in place when its input and output
+        planes line up (same origin and pitch), else (a strided conv, or other layouts) from a copy of its input
+        pixels laid out like its output. False: the FKW path renders it (an output with a second copy, or planes
+        smaller than the last tile)."""
         blocks = getattr(m, "blocks", None)
         if not isinstance(blocks, PackedBlocks) or tuple(m.weight.shape[2:]) != (1, 1) or \
-                tuple(m.stride) != (1, 1) or tuple(m.padding) != (0, 0) or m.in_shape is None:
+                m.stride[0] != m.stride[1] or tuple(m.padding) != (0, 0) or m.in_shape is None:
             return False
         xb = self._padded_input(node.args[0])
-        c, h, w = xb.shape
-        lin = xb.layout or padded_layout(h, w)
-        lout = self.layouts.get(self._group(node)) or padded_layout(h, w)
-        if (lin.origin, lin.pitch) != (lout.origin, lout.pitch) or lout.copy:
+        y_shape = _shape(node)
+        c, ho, wo = y_shape
+        lin = xb.layout or padded_layout(*xb.shape[1:])
+        lout = self.layouts.get(self._group(node)) or padded_layout(ho, wo)
+        if lout.copy:
             return False
         ks = block_candidates(self.vw, blocks.n)
         kp = self.params_for.get(node.target)
         kp = kp if kp is not None and kp.r in {k.r for k in ks} and not kp.cblock and not kp.shift else ks[1]
         r = BlockRenderer(blocks, KernelParams(kp.r, self.vw), m.act, m.residual, masked=True)
-        length, T = h * lin.pitch, r.tile
+        length, T = ho * lout.pitch, r.tile
         span = length // T * T + -(-(length % T) // self.vw) * self.vw  # the last tile runs whole vectors only
-        if lin.origin + span > lout.plane + lout.origin or span - length > SLACK:
+        if lout.origin + span > lout.plane + lout.origin or span - length > SLACK:
             return False  # the last tile would reach the next plane's pixels
-        mask = [-1 if p < length and p % lin.pitch < w else 0 for p in range(span)]
+        src, ldx = xb.expr, lin.plane
+        if m.stride[0] != 1 or (lin.origin, lin.pitch) != (lout.origin, lout.pitch):
+            cin, s = xb.shape[0], m.stride[0]
+            k = len(self.scratch)
+            self.scratch.append(cin * lout.plane + SLACK)
+            src, ldx = f"((float *)S[{k}])", lout.plane
+            self.lines.append(self._loop(f"""
+    for (int q = 0; q < {cin * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        float *d = {src} + (long)c * {lout.plane} + {lout.origin} + i * {lout.pitch};
+        for (int j = 0; j < {wo}; j++) d[j] = {xb.at("c", f"i * {s}", f"j * {s}")};
+    }}""", rows=True))
+        mask = [-1 if p < length and p % lout.pitch < wo else 0 for p in range(span)]
         y = self._new_buf(node, True)
         res = self._padded_input(node.args[1]).expr if m.residual else "0"
         ptrs = [self._param(torch.from_numpy(a)) for a in (blocks.values, blocks.cols, blocks.row_ptr, blocks.bias)]
         mk = self._param(torch.tensor(mask, dtype=torch.int32))
-        call = _PlanarBlocks(r, lin.origin, lin.plane, lout.plane, length, self.sync)
-        self.lines.append(_ConvCall(node, call, f"({xb.expr}, {y.expr}, {res}, (const float *){ptrs[0]}, "
+        call = _PlanarBlocks(r, lout.origin, ldx, lout.plane, length, self.sync)
+        self.lines.append(_ConvCall(node, call, f"({src}, {y.expr}, {res}, (const float *){ptrs[0]}, "
                                                 f"(const int32_t *){ptrs[1]}, (const int32_t *){ptrs[2]}, "
                                                 f"(const float *){ptrs[3]}, (const int32_t *){mk});"))
         return True
