@@ -217,10 +217,10 @@ def test_wide_depthwise_rows_match_torch(c, h, w, k, stride, pad, act, seed):
 class _PointwiseBlock(nn.Module):
     """3x3 conv (the padded layout the 1x1 then reads in place) -> block-sparse 1x1 (+ residual) -> act."""
 
-    def __init__(self, c, cout, act, residual):
+    def __init__(self, c, cout, act, residual, stride=1):
         super().__init__()
-        self.c3, self.c1, self.act, self.residual = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, cout, 1), act, \
-            residual and c == cout
+        self.c3, self.c1, self.act = nn.Conv2d(3, c, 3, padding=1), nn.Conv2d(c, cout, 1, stride), act
+        self.residual = residual and c == cout and stride == 1
 
     def forward(self, x):
         y = self.c3(x)
@@ -230,15 +230,17 @@ class _PointwiseBlock(nn.Module):
 
 @settings(deadline=None, max_examples=10)
 @given(st.integers(4, 40), st.integers(4, 40), st.integers(1, 30), st.integers(1, 40), st.sampled_from([2, 4, 8]),
-       st.sampled_from([nn.ReLU6(), nn.SiLU(), nn.Identity()]), st.booleans(), st.integers(0, 99))
-@example(32, 48, 20, 19, 4, nn.ReLU6(), False, 1)
-@example(32, 32, 15, 30, 4, nn.SiLU(), True, 2)
-def test_block_sparse_pointwise_in_place_matches_torch(c, cout, h, w, n, act, residual, seed):
+       st.sampled_from([nn.ReLU6(), nn.SiLU(), nn.Identity()]), st.booleans(), st.sampled_from([1, 2]),
+       st.integers(0, 99))
+@example(32, 48, 20, 19, 4, nn.ReLU6(), False, 1, 1)
+@example(32, 32, 15, 30, 4, nn.SiLU(), True, 1, 2)
+@example(32, 64, 33, 31, 4, nn.ReLU6(), False, 2, 3)
+def test_block_sparse_pointwise_in_place_matches_torch(c, cout, h, w, n, act, residual, stride, seed):
     """Block-sparse 1x1 convs run by the block kernel over the network's padded planes (pad columns and the
     rows after the last stay zero: the lane mask) and a block-sparse Linear head read block by block."""
     torch.manual_seed(seed)
     n = min(n, c, cout)
-    m = nn.Sequential(_PointwiseBlock(c, cout, act, residual), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    m = nn.Sequential(_PointwiseBlock(c, cout, act, residual, stride), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
                       nn.Linear(cout, 4 * n + 1)).eval()
     s = Sparsifier(targets=[{"op": "Conv2d", "kernel": 1, "scheme": "block", "n": n, "keep": 0.3},
                             {"op": "Linear", "scheme": "block", "n": n, "keep": 0.3}])
@@ -248,7 +250,7 @@ def test_block_sparse_pointwise_in_place_matches_torch(c, cout, h, w, n, act, re
     x = torch.randn(2, 3, h, w)
     cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=True)
     assert cm.network is not None, cm.network_reason
-    if h * w >= 256 and analyse_conv(m[0].c1.weight).kind == "block":  # the block kernel, not the FKW loops
+    if h * w >= 256 * stride ** 2 and analyse_conv(m[0].c1.weight).kind == "block":  # the block kernel, not the FKW loops
         # (planes smaller than a tile keep those)
         assert "_tile_" in cm.network.source
     with torch.no_grad():
