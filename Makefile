@@ -4,7 +4,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RECIPE ?= recipes/patdnn-8x.yaml
 
-.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library bench-real
+.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library bench-real \
+	setup-deepsparse setup-mnn
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -43,3 +44,21 @@ bench-library: setup data
 
 bench-real: setup
 	$(PY) benchmarks/real_networks.py
+
+# The other sparse CPU runtimes, each in a venv of its own (their pins clash with ours); the real-networks
+# benchmark runs them in a subprocess when these exist and says so when they do not.
+.venv-deepsparse/.installed:
+	python3 -m venv .venv-deepsparse
+	.venv-deepsparse/bin/pip install -q --no-deps deepsparse==1.8.0 sparsezoo==1.8.1
+	.venv-deepsparse/bin/pip install -q onnx==1.14.1 "numpy<2" protobuf==3.20.3 pydantic click pyyaml requests \
+		tqdm py-machineid geocoder
+	touch $@
+
+setup-deepsparse: .venv-deepsparse/.installed
+
+.venv-mnn/.installed:
+	python3 -m venv .venv-mnn
+	.venv-mnn/bin/pip install -q mnn numpy
+	touch $@
+
+setup-mnn: .venv-mnn/.installed

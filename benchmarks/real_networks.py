@@ -9,10 +9,15 @@ DeepSparse and MNN are measured by their own harness when set up; this script sa
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
 import sys
+import tempfile
 import time
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -23,6 +28,8 @@ from common import interleaved, machine, ort_session, save_json, stamp, write_se
 from tessera.models import create_model  # noqa: E402
 from tessera.text import markdown_table  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+OTHERS = {"deepsparse": ROOT / ".venv-deepsparse" / "bin" / "python", "mnn": ROOT / ".venv-mnn" / "bin" / "python"}
 STEMS = {"tv_resnet18": "conv1", "tv_resnet50": "conv1", "tv_mobilenet_v2": r"features\.0\.0",
          "timm_efficientnet_b0": "conv_stem"}
 
@@ -32,6 +39,33 @@ def pruned(name: str) -> torch.nn.Module:
 
     torch.manual_seed(0)
     return prune_like_the_issue(randomize_bn(create_model(name)), STEMS[name])
+
+
+def other_runtimes(m: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int) -> dict[str, float | str]:
+    """DeepSparse and MNN on the same weights (one ONNX file), each in its own venv: ms, or why not."""
+    out: dict[str, float | str] = {}
+    with tempfile.TemporaryDirectory() as d:
+        onnx, xin, ref = Path(d) / "model.onnx", Path(d) / "x.npy", Path(d) / "ref.npy"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(m, (x,), str(onnx), dynamo=False, opset_version=17)
+        np.save(xin, x.numpy())
+        with torch.no_grad():
+            np.save(ref, m(x).numpy())
+        for name, py in OTHERS.items():
+            if not py.exists():
+                out[name] = f"not set up (make setup-{name})"
+                continue
+            run = subprocess.run([str(py), str(Path(__file__).with_name("other_runtimes.py")), name, str(onnx),
+                                  str(xin), str(ref), "--threads", str(threads), "--rounds", str(rounds)],
+                                 capture_output=True, text=True)
+            lines = [ln for ln in run.stdout.splitlines() if ln.startswith("{")]
+            if run.returncode or not lines:
+                out[name] = f"failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}"
+                continue
+            r = json.loads(lines[-1])
+            out[name] = r["ms"] if r["rel_err"] < 1e-3 else f"wrong output (rel err {r['rel_err']:.1e})"
+    return out
 
 
 def main() -> None:
@@ -66,29 +100,42 @@ def main() -> None:
                 err = float((cm(x) - ref).norm() / ref.norm())
                 t = interleaved({"torch": lambda m=m, x=x: m(x), "ort": ort_session(m, x, threads),
                                  "tessera": lambda cm=cm, x=x: cm(x)}, args.rounds, 5)
+            others = other_runtimes(m, x, threads, args.rounds)
             torch_nodes = cm.torch_nodes()
             rows.append({"model": name, "threads": threads, "rel_err": err, "compile_s": compile_s,
                          "cached_s": cached_s, "execution": cm.network_reason[:160],
-                         "torch_nodes": len(torch_nodes), **t})
+                         "torch_nodes": len(torch_nodes), **t, **others})
             print(rows[-1], flush=True)
     save_json("real_networks", {"machine": info, "rows": rows, "size": args.size, "tuned": not args.no_tune})
     render(info, rows, args.size, not args.no_tune)
 
 
+def _ms(v) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else "—"
+
+
 def render(info: dict, rows: list[dict], size: int, tuned: bool) -> None:
-    body = [[r["model"], r["threads"], f"{r['torch']:.2f}", f"{r['ort']:.2f}", f"{r['tessera']:.2f}",
-             f"{r['ort'] / r['tessera']:.2f}x", f"{r['torch'] / r['tessera']:.2f}x", f"{r['rel_err']:.1e}",
-             f"{r['compile_s']:.1f} / {r['cached_s']:.1f}", r["torch_nodes"], r["execution"]] for r in rows]
+    body = []
+    for r in rows:
+        best_other = min((r[k] for k in OTHERS if isinstance(r.get(k), float)), default=None)
+        body.append([r["model"], r["threads"], f"{r['torch']:.2f}", f"{r['ort']:.2f}", _ms(r.get("deepsparse")),
+                     _ms(r.get("mnn")), f"{r['tessera']:.2f}", f"{r['ort'] / r['tessera']:.2f}x",
+                     f"{best_other / r['tessera']:.2f}x" if best_other else "—", f"{r['rel_err']:.1e}",
+                     f"{r['compile_s']:.1f} / {r['cached_s']:.1f}", r["torch_nodes"], r["execution"]])
+    missing = sorted({f"{k}: {r[k]}" for r in rows for k in OTHERS if not isinstance(r.get(k), float)})
+    note = ("Not measured: " + "; ".join(missing) + ".") if missing else \
+        "DeepSparse 1.8.0 and MNN 3.6.1 (converted with --detectSparseSpeedUp, its default sparse blocks) each ran " \
+        "in its own venv (subprocess, same ONNX file, same input; output checked against torch)."
     write_section("real_networks", f"""## Real networks at {size}x{size} (issue 14)
 
-{stamp(info)}. Batch 1, fp32, ms (median of per-round medians, contenders interleaved in one process). Pruned:
-3x3 8 patterns + 1/3.6 kernels, 1x1/Linear 1x4 blocks keep 0.2, stem/depthwise/SE dense; random weights,
-randomised BN statistics; tuned: {tuned}. "execution" is the compiler's own choice and its measurement (whole
-network in one native call, or layer by layer when that measured faster). DeepSparse 1.8 and MNN were not set up
-in this run (no figures for them here).
+{stamp(info)}. Batch 1, fp32, ms (median of per-round medians; torch, ORT and tessera interleaved in one process,
+DeepSparse and MNN right after in their own processes). Pruned: 3x3 8 patterns + 1/3.6 kernels, 1x1/Linear 1x4
+blocks keep 0.2, stem/depthwise/SE dense; random weights, randomised BN statistics; tuned: {tuned}. "execution"
+is the compiler's own choice and its measurement (whole network in one native call, or layer by layer when that
+measured faster). {note}
 
-{markdown_table(["model", "threads", "torch", "ORT", "tessera", "vs ORT", "vs torch", "rel err",
-                 "compile s cold / cached", "torch nodes", "execution"], body)}
+{markdown_table(["model", "threads", "torch", "ORT", "DeepSparse", "MNN", "tessera", "vs ORT",
+                 "vs best of DS/MNN", "rel err", "compile s cold / cached", "torch nodes", "execution"], body)}
 """)
 
 
