@@ -86,3 +86,71 @@ def test_compile_and_bench_cli(tmp_path, capsys):
 def test_compile_cli_errors(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "missing.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+NET_PY = '''
+import torch.nn as nn
+
+
+def build():
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 8))
+'''
+
+
+def test_any_model_by_factory_spec(tmp_path, capsys):
+    """`package.module:factory` / `file.py:factory` + --weights for compile and bench; the artifact records the
+    spec, so tessera.load rebuilds the model from it (no model= needed)."""
+    import torch
+    from safetensors.torch import save_file
+
+    import tessera
+    from tessera.pruning.sparsifier import Sparsifier
+
+    (tmp_path / "net.py").write_text(NET_PY)
+    spec = f"{tmp_path / 'net.py'}:build"
+    from tessera.models.external import model_from_spec
+
+    torch.manual_seed(0)
+    m = model_from_spec(spec)
+    s = Sparsifier(targets=[{"op": "Conv2d", "kernel": 3, "name": "2", "scheme": "pattern_connectivity",
+                             "num_patterns": 4, "keep": 0.5}])
+    s.prepare(m)
+    s.step()
+    m = s.squash_mask().eval()
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in m.state_dict().items()}, str(weights))
+    art = tmp_path / "net.tsr"
+    assert main(["compile", spec, "--weights", str(weights), "--input-shape", "1,3,16,16", "--threads", "1",
+                 "--output", str(art), "--quiet"]) == 0
+    assert art.exists()
+    capsys.readouterr()
+    cm = tessera.load(art)
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(cm(x), m(x), rtol=1e-4, atol=1e-5)
+    assert main(["bench", spec, "--weights", str(weights), "--input-shape", "1,3,16,16", "--rounds", "1",
+                 "--threads", "1"]) == 0
+    assert "tessera" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["nosuchpkg.nets:build"], "cannot import nosuchpkg.nets"),
+    (["tessera.models:nothing_here"], "has no 'nothing_here'"),
+    (["tessera.models:create_model", "--input-shape", "1,3,8,8"], "create_model"),
+])
+def test_factory_spec_errors_are_one_line(args, message, capsys):
+    assert main(["compile", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_weights_that_do_not_fit_the_factory(tmp_path, capsys):
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "net.py").write_text(NET_PY)
+    save_file({"bogus": torch.zeros(2)}, str(tmp_path / "w.safetensors"))
+    assert main(["compile", f"{tmp_path / 'net.py'}:build", "--weights", str(tmp_path / "w.safetensors"),
+                 "--input-shape", "1,3,8,8"]) == 2
+    assert "does not fit" in capsys.readouterr().err

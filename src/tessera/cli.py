@@ -50,9 +50,18 @@ def _shape(text: str | None, meta: dict) -> tuple[int, ...]:
     return shape
 
 
-def _load_any(path: str, threads: int | None):
-    """A pruned model (.safetensors from `tessera prune`) or a compiled artifact (from `tessera compile`)."""
+def _load_any(path: str, threads: int | None, weights: str | None = None):
+    """A pruned model (.safetensors from `tessera prune`), a compiled artifact (from `tessera compile`), or a
+    ``package.module:factory`` spec (any model; ``weights`` a safetensors state dict)."""
     from tessera.io import load_tensors
+    from tessera.models.external import is_spec, model_from_spec
+
+    if is_spec(path):
+        return model_from_spec(path, weights), None, {}
+    if weights:
+        from tessera.errors import ConfigError
+
+        raise ConfigError("--weights goes with a package.module:factory model; a .safetensors model has its own")
 
     _, meta = load_tensors(path)
     if "sha256" in meta and "decisions" in meta:
@@ -71,12 +80,15 @@ def _compile(args) -> int:
 
     import tessera
 
-    model, _, meta = _load_any(args.model, args.threads)
+    model, _, meta = _load_any(args.model, args.threads, args.weights)
     shape = _shape(args.input_shape, meta)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     cm = tessera.compile(model, torch.randn(shape), threads=args.threads, log=log)
     print(cm.report())
-    out = args.output or str(args.model).rsplit(".", 1)[0] + ".tsr"
+    from tessera.models.external import is_spec
+
+    out = args.output or (str(args.model).rsplit(":", 1)[-1] if is_spec(args.model)
+                          else str(args.model).rsplit(".", 1)[0]) + ".tsr"
     cm.save(out)
     print(f"compiled model saved to {out} (load with tessera.load)")
     return 0
@@ -91,7 +103,7 @@ def _bench(args) -> int:
     import tessera
     from tessera.report import markdown_table
 
-    model, cm, meta = _load_any(args.model, args.threads)
+    model, cm, meta = _load_any(args.model, args.threads, args.weights)
     shape = _shape(args.input_shape, meta)
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -151,15 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="override the recipe's output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
-    p = sub.add_parser("compile", help="compile a pruned model into native kernels and save the artifact")
-    p.add_argument("model", help="pruned model .safetensors (from `tessera prune`)")
+    p = sub.add_parser("compile", help="compile a pruned model into native kernels and save the artifact",
+                       epilog="example: tessera compile mypkg.nets:resnet18 --weights pruned.safetensors "
+                              "--input-shape 1,3,224,224")
+    p.add_argument("model", help="pruned model .safetensors (from `tessera prune`), or package.module:factory "
+                                 "(or file.py:factory) for any model")
+    p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
     p.add_argument("--input-shape", help="N,C,H,W of the inputs (default: recorded by `tessera prune`)")
     p.add_argument("--threads", type=int, help="threads for the kernels (default: torch's)")
     p.add_argument("--output", help="artifact path (default: MODEL with .tsr)")
     p.add_argument("--quiet", action="store_true", help="no per-layer log")
     p.set_defaults(func=_compile)
-    p = sub.add_parser("bench", help="time torch vs the compiled model (and ONNX Runtime with --onnx)")
-    p.add_argument("model", help="pruned model .safetensors or compiled artifact .tsr")
+    p = sub.add_parser("bench", help="time torch vs the compiled model (and ONNX Runtime with --onnx)",
+                       epilog="example: tessera bench ./net.py:build --input-shape 1,3,224,224 --onnx")
+    p.add_argument("model", help="pruned model .safetensors, compiled artifact .tsr, or package.module:factory")
+    p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
     p.add_argument("--input-shape", help="N,C,H,W (default: recorded in the file)")
     p.add_argument("--threads", type=int, help="threads (default: torch's)")
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")

@@ -111,7 +111,8 @@ class CompiledModel(nn.Module):
                 if where.startswith("torch: ")}
 
     def save(self, path: str | Path) -> None:
-        """Write the artifact (atomically). Zoo models reload by name; others need ``tessera.load(path, model=)``."""
+        """Write the artifact (atomically). Zoo models reload by name, models built from a factory spec
+        (:func:`tessera.models.external.model_from_spec`) by that spec; others need ``tessera.load(path, model=)``."""
         import tessera
 
         src = self._source[0]
@@ -120,6 +121,7 @@ class CompiledModel(nn.Module):
             "format": ARTIFACT_FORMAT, "tessera": tessera.__version__, "machine": machine_fingerprint(),
             "example_shape": list(self.example_shape), "threads": self.threads,
             "zoo": getattr(src, "tessera_zoo", None),
+            "external": getattr(src, "tessera_external", None),
             "decisions": {p.name: p.decision.to_json() for p in self.plans},
             "network": self.network is not None,
             "network_params": self.network_params,
@@ -153,8 +155,10 @@ def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: 
     return CompiledModel(compiled, model, example.shape, int(threads or torch.get_num_threads())).eval()
 
 
-def load(path: str | Path, model: nn.Module | None = None, threads: int | None = None) -> CompiledModel:
-    """Load an artifact written by :meth:`CompiledModel.save` and rebuild its kernels (from cache when possible)."""
+def load(path: str | Path, model: nn.Module | str | None = None, threads: int | None = None) -> CompiledModel:
+    """Load an artifact written by :meth:`CompiledModel.save` and rebuild its kernels (from cache when possible).
+    ``model``: an instance of the model's class, or a ``package.module:factory`` spec that builds one (the
+    artifact's weights are loaded into it); not needed for zoo models and models saved from a spec."""
     import tessera
 
     tensors, meta = load_tensors(path)
@@ -163,10 +167,17 @@ def load(path: str | Path, model: nn.Module | None = None, threads: int | None =
                               "compile and save it again")
     if _checksum(tensors) != meta["sha256"]:
         raise CheckpointError(f"{path} is corrupted (checksum mismatch); save the compiled model again")
+    if model is None and (meta.get("external") or {}).get("spec"):
+        model = meta["external"]["spec"]
+    if isinstance(model, str):
+        from tessera.models.external import model_from_spec
+
+        model = model_from_spec(model)
     if model is None:
         zoo = meta.get("zoo")
         if not zoo:
-            raise CheckpointError(f"{path} holds a non-zoo model; pass model= an instance of its class")
+            raise CheckpointError(f"{path} holds a non-zoo model; pass model= an instance of its class or a "
+                                  "package.module:factory spec")
         from tessera.models import create_model
 
         model = create_model(zoo["name"], **zoo["args"])
