@@ -184,3 +184,10 @@ def test_admm_block_projection_satisfies_constraints():
             assert int((z != 0).sum()) == k * 4
             lay = analyse_conv(z.reshape(z.shape[0], -1, 1, 1))
             assert lay.kind == "block" and lay.blocks.shape[0] == k
+
+
+def test_readme_names_the_public_path():
+    """The README documents tessera.sparsity.select_blocks; that path must import."""
+    import tessera.sparsity
+
+    assert tessera.sparsity.select_blocks is select_blocks

@@ -126,3 +126,14 @@ def test_grouped_projection_bruteforce():
             best = min(best, float((w - w * m).square().sum()))
     assert float((w - w * mask).square().sum()) == pytest.approx(best, rel=1e-6)
     assert torch.equal(mask[0], mask[1]) and torch.equal(mask[2], mask[3])
+
+
+@given(st.integers(0, 40), st.integers(1, 12), st.integers(0, 999))
+def test_unique_rows_is_torch_unique(n, width, seed):
+    """The packed-integer unique agrees with torch.unique(dim=0): same rows, same order, same inverse."""
+    from tessera.sparsity.layout import unique_rows
+
+    rows = torch.rand(n, width, generator=torch.Generator().manual_seed(seed)) < 0.4
+    u, inv = unique_rows(rows)
+    ru, rinv = torch.unique(rows, dim=0, return_inverse=True)
+    assert torch.equal(u, ru) and torch.equal(inv, rinv)

@@ -250,8 +250,8 @@ def test_block_sparse_pointwise_in_place_matches_torch(c, cout, h, w, n, act, re
     x = torch.randn(2, 3, h, w)
     cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=True)
     assert cm.network is not None, cm.network_reason
-    if h * w >= 256 * stride ** 2 and analyse_conv(m[0].c1.weight).kind == "block":  # the block kernel, not the FKW loops
-        # (planes smaller than a tile keep those)
+    # the block kernel, not the FKW loops (planes smaller than a tile keep those)
+    if h * w >= 256 * stride ** 2 and analyse_conv(m[0].c1.weight).kind == "block":
         assert "_tile_" in cm.network.source
     with torch.no_grad():
         for _ in range(3):

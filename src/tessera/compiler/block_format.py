@@ -82,13 +82,16 @@ def pack_blocks(weight: torch.Tensor, bias: torch.Tensor | None = None,
 
 def _overlaps(cols: torch.Tensor, starts: torch.Tensor, n: int) -> list[tuple[int, int]]:
     """(block, rows shared with the previous block of its column) for overlapping blocks (clamped covers)."""
-    out = []
-    end: dict[int, int] = {}
-    for k, (c, s) in enumerate(zip(cols.tolist(), starts.tolist(), strict=True)):
-        if end.get(c, 0) > s:
-            out.append((k, end[c] - s))
-        end[c] = s + n
-    return out
+    c, s = cols.numpy(), starts.numpy()
+    order = np.lexsort((np.arange(c.size), s, c))  # by column, then start, then position (a stable sort)
+    oc, os_ = c[order], s[order]
+    prev_end = np.full(c.size, np.iinfo(np.int64).min)
+    same = np.zeros(c.size, bool)
+    same[1:] = oc[1:] == oc[:-1]
+    prev_end[1:] = os_[:-1] + n
+    shared = np.where(same, prev_end - os_, 0)
+    hit = np.nonzero(shared > 0)[0]
+    return sorted((int(order[i]), int(shared[i])) for i in hit)
 
 
 def unpack_blocks(p: PackedBlocks) -> torch.Tensor:

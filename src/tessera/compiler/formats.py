@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from tessera.sparsity import ConvLayout, analyse_conv
+from tessera.sparsity.layout import unique_rows
 
 MAX_PATTERNS = 32
 
@@ -82,7 +83,7 @@ def _tap_sets(nz: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.Tensor]:
     idx = torch.full((cout, cin), -1, dtype=torch.long)
     if not bool(kept.any()):
         return [tuple(range(flat.shape[-1]))], idx
-    uniq, inverse = torch.unique(flat[kept], dim=0, return_inverse=True)
+    uniq, inverse = unique_rows(flat[kept])
     if uniq.shape[0] > MAX_PATTERNS:  # too irregular for per-pattern code: keep kernels whole
         idx[kept] = 0
         return [tuple(range(flat.shape[-1]))], idx

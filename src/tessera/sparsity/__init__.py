@@ -25,3 +25,7 @@ __all__ = [
 from tessera.sparsity.layout import ConvLayout, analyse_conv  # noqa: E402
 
 __all__ += ["ConvLayout", "analyse_conv"]
+
+from tessera.sparsity.blocks import BlockSelection, allocate_blocks, block_cover, select_blocks  # noqa: E402
+
+__all__ += ["BlockSelection", "allocate_blocks", "block_cover", "select_blocks"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tessera.errors import ConfigError, ShapeError
@@ -330,16 +331,31 @@ def block_cover(nz: torch.Tensor, n: int, aligned: bool = False) -> torch.Tensor
     m, cols = nz.shape
     if n > m:
         raise ShapeError(f"block size N={n} is larger than Cout={m}; use N <= {m}")
-    out: list[tuple[int, int]] = []
-    cols_idx, rows_idx = torch.nonzero(nz.T, as_tuple=True)  # column-major order, rows ascending per column
-    c_list, r_list = cols_idx.tolist(), rows_idx.tolist()
-    last_c, end = -1, -1
-    for c, r in zip(c_list, r_list, strict=True):
-        if c != last_c:
-            last_c, end = c, -1
-        if r < end:
-            continue
-        start = min(r - r % n if aligned else r, m - n)
-        out.append((c, start))
-        end = start + n
-    return torch.tensor(out, dtype=torch.long).reshape(-1, 2)
+    return cover_from_keys(nonzero_keys(nz), m, n, aligned)
+
+
+def nonzero_keys(nz: torch.Tensor) -> np.ndarray:
+    """``column * M + row`` of every non-zero of a (M, L) bool matrix, sorted (column-major order)."""
+    cols_idx, rows_idx = torch.nonzero(nz.t().contiguous(), as_tuple=True)
+    return (cols_idx * nz.shape[0] + rows_idx).numpy()
+
+
+def cover_from_keys(keys: np.ndarray, m: int, n: int, aligned: bool = False) -> torch.Tensor:
+    """:func:`block_cover` from :func:`nonzero_keys` (computed once for every block size tried)."""
+    c = np.unique(keys // m)
+    ptr = np.searchsorted(keys, c * m)
+    ends = np.searchsorted(keys, c * m + m)
+    found_c, found_s = [], []
+    while c.size:  # one round per block of the longest column, all columns at once
+        r = keys[ptr] - c * m
+        start = np.minimum(r - r % n if aligned else r, m - n)
+        found_c.append(c)
+        found_s.append(start)
+        ptr = np.searchsorted(keys, c * m + start + n)
+        more = ptr < ends
+        c, ptr, ends = c[more], ptr[more], ends[more]
+    if not found_c:
+        return torch.zeros(0, 2, dtype=torch.long)
+    cs, ss = np.concatenate(found_c), np.concatenate(found_s)
+    order = np.lexsort((ss, cs))
+    return torch.from_numpy(np.stack([cs[order], ss[order]], 1).astype(np.int64))

