@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -75,6 +76,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-tune", action="store_true")
     ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--warm-cache", action="store_true", help="keep the user's kernel cache (cold compile not cold)")
     ap.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/real_networks.json")
     args = ap.parse_args()
     if args.render_only:
@@ -82,6 +84,8 @@ def main() -> None:
 
         saved = json.loads((Path(__file__).resolve().parent / "results" / "real_networks.json").read_text())
         return render(saved["machine"], saved["rows"], saved.get("size", 224), saved.get("tuned", True))
+    if not args.warm_cache:  # "cold" means cold: kernels built and layers tuned from nothing
+        os.environ["TESSERA_CACHE"] = tempfile.mkdtemp(prefix="tessera-bench-cache-")
     info = machine()
     rows = []
     for name in args.models.split(","):
