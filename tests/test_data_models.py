@@ -67,6 +67,8 @@ def test_cifar_batches_load_without_arbitrary_unpickling(tmp_path):
 @pytest.mark.parametrize("name", list_models())
 @pytest.mark.parametrize("cin, size", [(1, 28), (3, 32), (1, 8)])
 def test_zoo_models_any_input(name, cin, size):
+    if name == "timm_vgg16" and size < 32:
+        pytest.skip("VGG's five 2x2 max pools need 32 pixels or more, as in timm")
     m = create_model(name, in_channels=cin, num_classes=7).eval()
     assert m(torch.randn(2, cin, size, size)).shape == (2, 7)
 

@@ -337,3 +337,37 @@ def test_two_threads_see_rows_the_other_thread_wrote():
     with torch.no_grad():
         for _ in range(100):
             assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("size", [64, 224])
+def test_vgg16_with_its_shape_checking_head_compiles_whole(size):
+    """timm's VGG head branches on x.shape (fx cannot trace it): traced with the example's values, the branch
+    the example takes (pool up to 7x7 below 224) becomes the graph, and the whole model runs natively."""
+    torch.manual_seed(0)
+    m = prune_like_the_issue(create_model("timm_vgg16", num_classes=10, width=0.125), r"features\.0")
+    x = torch.randn(2, 3, size, size)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is not None and cm.torch_nodes() == {}, cm.network_reason
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
+class _ShapeLoops(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        dims = [d for d in x.shape]  # iteration over a shape
+        y = self.conv(x)
+        if int(y.size(1)) > 4 and dims[-1] % 2 == 0:
+            y = torch.relu(y)
+        return y.flatten(1) * float(dims[1])
+
+
+def test_concrete_tracer_answers_python_from_the_example():
+    m = _ShapeLoops().eval()
+    x = torch.randn(2, 3, 6, 8)
+    cm = tessera.runtime.compile(m, x[:1], threads=1, _force="sparse")
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
+from torch.fx._symbolic_trace import _orig_module_call  # Module.__call__ as it was before tracing
 from torch.fx.passes.shape_prop import ShapeProp
 
 from tessera.compiler.activations import NONE, activation_of, apply_torch
@@ -144,16 +145,93 @@ def _only_user(node: fx.Node) -> fx.Node | None:
     return users[0] if len(users) == 1 else None
 
 
+class _ConcreteProxy(fx.Proxy):
+    """A proxy that turns into the example's number where Python asks for one (int(), float(), an index)."""
+
+    def _value(self):
+        return self.tracer.values[self.node]
+
+    def __int__(self):
+        return int(self._value())
+
+    def __float__(self):
+        return float(self._value())
+
+    def __index__(self):
+        return int(self._value())
+
+    def __len__(self):
+        return len(self._value())
+
+
+class ConcreteTracer(fx.Tracer):
+    """fx tracing with the example's values carried alongside the proxies: where Python needs a real value —
+    ``if x.shape[-2] < 7:``, ``for d in x.shape``, ``int(x.size(1))`` — it gets the example's, so the trace
+    takes the branch the example takes (timm's VGG head checks its input size). The graph is specialised to the
+    example's shapes, which the compiled code is anyway."""
+
+    def __init__(self, example: torch.Tensor):
+        super().__init__()
+        self.example = example
+        self.values: dict[fx.Node, object] = {}
+        self.shadow: nn.Module | None = None  # a copy to evaluate leaf modules on: fx proxies the root's own
+        # parameters whenever traced code reads them, and re-enters tracing through Module.__call__
+
+    def trace(self, root, concrete_args=None):
+        self.shadow = copy.deepcopy(root)
+        return super().trace(root, concrete_args)
+
+    def _concrete(self, a):
+        return fx.node.map_aggregate(a, lambda v: self.values[v.node] if isinstance(v, fx.Proxy) else
+                                     self.values[v] if isinstance(v, fx.Node) else v)
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, proxy_factory_fn=None):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr, proxy_factory_fn)
+        a, kw = self._concrete(args), self._concrete(kwargs)
+        with torch.no_grad():
+            if kind == "placeholder":
+                value = self.example
+            elif kind == "get_attr":
+                value = self.root
+                for part in target.split("."):
+                    value = getattr(value, part)
+            elif kind == "call_module":
+                value = _orig_module_call(self.shadow.get_submodule(target), *a, **kw)
+            elif kind == "call_method":
+                value = getattr(a[0], target)(*a[1:], **kw)
+            elif kind == "call_function":
+                value = target(*a, **kw)
+            else:
+                value = None
+        self.values[proxy.node] = value
+        return proxy
+
+    def proxy(self, node: fx.Node) -> fx.Proxy:
+        return _ConcreteProxy(node, self)
+
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        return bool(self.values[obj.node])
+
+    def iter(self, obj: fx.Proxy):
+        return iter(obj[i] for i in range(len(self.values[obj.node])))
+
+
 def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
-    """Symbolically trace an eval-mode copy of ``model`` and record every node's output shape."""
+    """Symbolically trace an eval-mode copy of ``model`` and record every node's output shape; a model with
+    control flow on shapes is traced again with the example's values (:class:`ConcreteTracer`)."""
     model = copy.deepcopy(model).eval()
     if isinstance(model, nn.Conv2d):  # a bare layer traces to F.conv2d; as a submodule it stays a layer
         model = nn.Sequential(model)
     try:
         gm = fx.symbolic_trace(model)
-    except Exception as exc:  # fx raises many types for untraceable Python
-        raise CompileError(f"torch.fx cannot trace this model ({type(exc).__name__}: {exc}); "
-                           "make forward() free of data-dependent control flow") from None
+    except Exception:  # fx raises many types for untraceable Python
+        try:
+            tracer = ConcreteTracer(example)
+            gm = fx.GraphModule(model, tracer.trace(model), model.__class__.__name__)
+        except Exception as exc:
+            raise CompileError(f"torch.fx cannot trace this model, even with the example's values "
+                               f"({type(exc).__name__}: {exc}); make forward() free of data-dependent control "
+                               "flow") from None
     _drop_checks_and_noops(gm)
     with torch.no_grad():
         ShapeProp(gm).propagate(example)

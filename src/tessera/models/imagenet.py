@@ -3,7 +3,8 @@ torch): torchvision's ResNet-18/50 and MobileNetV2, and an EfficientNet-B0 in ti
 that traces into ``F.batch_norm`` + an ``_assert``, squeeze-excitation on ``x.mean``, SiLU, depthwise 5x5).
 
 The compiler must handle *their* graphs, not a tidied copy, so the building blocks keep the originals' module
-names, call forms and control flow. Any input size works (global pooling before the classifier).
+names, call forms and control flow (timm's VGG head branches on its input's shape). Any input size works (global
+pooling before the classifier; VGG's five pools need 32 pixels or more).
 """
 
 from __future__ import annotations
@@ -302,3 +303,53 @@ class EfficientNet(nn.Module):
 def timm_efficientnet_b0(in_channels: int = 3, num_classes: int = 1000, width: float = 1.0,
                          depth: float = 1.0) -> EfficientNet:
     return EfficientNet(num_classes, in_channels, width, depth)
+
+
+# -- timm VGG ------------------------------------------------------------------------------------------------
+class ConvMlp(nn.Module):
+    """timm's VGG pre-logits: the two 4096-wide FC layers as 7x7 and 1x1 convs, with timm's shape check
+    (inputs smaller than 7x7 are pooled up first): control flow on a tensor's shape, which fx cannot trace."""
+
+    def __init__(self, in_features: int = 512, out_features: int = 4096, kernel_size: int = 7):
+        super().__init__()
+        self.input_kernel_size = kernel_size
+        self.fc1 = nn.Conv2d(in_features, out_features, kernel_size, bias=True)
+        self.act1 = nn.ReLU(True)
+        self.drop = nn.Dropout(0.0)
+        self.fc2 = nn.Conv2d(out_features, out_features, 1, bias=True)
+        self.act2 = nn.ReLU(True)
+
+    def forward(self, x):
+        if x.shape[-2] < self.input_kernel_size or x.shape[-1] < self.input_kernel_size:
+            output_size = max(self.input_kernel_size, x.shape[-2]), max(self.input_kernel_size, x.shape[-1])
+            x = F.adaptive_avg_pool2d(x, output_size)
+        return self.act2(self.fc2(self.drop(self.act1(self.fc1(x)))))
+
+
+class VGG(nn.Module):
+    """timm's vgg16: 13 3x3 convs in 5 stages with 2x2 max pools, ConvMlp pre-logits, pooled linear head."""
+
+    def __init__(self, num_classes: int = 1000, in_channels: int = 3, width: float = 1.0):
+        super().__init__()
+        cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+        layers: list[nn.Module] = []
+        c = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                out = max(8, int(v * width))
+                layers += [nn.Conv2d(c, out, 3, padding=1), nn.ReLU(inplace=True)]
+                c = out
+        self.features = nn.Sequential(*layers)
+        self.pre_logits = ConvMlp(c, max(16, int(4096 * width)), 7)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                                  nn.Linear(max(16, int(4096 * width)), num_classes))
+
+    def forward(self, x):
+        return self.head(self.pre_logits(self.features(x)))
+
+
+@register_model
+def timm_vgg16(in_channels: int = 3, num_classes: int = 1000, width: float = 1.0) -> VGG:
+    return VGG(num_classes, in_channels, width)
