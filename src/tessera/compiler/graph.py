@@ -228,6 +228,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> fx.GraphModule:
         try:
             tracer = ConcreteTracer(example)
             gm = fx.GraphModule(model, tracer.trace(model), model.__class__.__name__)
+            gm.meta["shape_specialised"] = True  # valid for the example's image size only
         except Exception as exc:
             raise CompileError(f"torch.fx cannot trace this model, even with the example's values "
                                f"({type(exc).__name__}: {exc}); make forward() free of data-dependent control "

@@ -56,6 +56,8 @@ class CompiledModel(nn.Module):
         self._source = [source]  # kept out of the module tree: only for save()
         self.example_shape = tuple(example_shape)
         self.threads = threads
+        # traced with the example's values (shape-dependent Python): other image sizes run the source model
+        self.shape_specialised = bool(compiled.graph.meta.get("shape_specialised"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():  # inference only; entering no_grad costs microseconds, so only when needed
@@ -68,6 +70,10 @@ class CompiledModel(nn.Module):
                 and x.dtype == torch.float32 and x.is_cpu:  # cheapest checks (microseconds count at batch 1)
             return self.network(x)
         self._check(x)
+        if self.shape_specialised and tuple(x.shape[1:]) != tuple(self.example_shape[1:]):
+            warnings.warn(f"tessera: compiled for {tuple(self.example_shape[1:])} inputs (its forward branches on "
+                          f"shapes); {tuple(x.shape[1:])} runs the original model in torch", stacklevel=3)
+            return self._source[0].eval()(x)
         return self.graph(x)
 
     def _check(self, x) -> None:
