@@ -136,7 +136,8 @@ def render(info: dict, rows: list[dict], size: int, tuned: bool) -> None:
 DeepSparse and MNN right after in their own processes). Pruned: 3x3 8 patterns + 1/3.6 kernels, 1x1/Linear 1x4
 blocks keep 0.2, stem/depthwise/SE dense; random weights, randomised BN statistics; tuned: {tuned}. "execution"
 is the compiler's own choice and its measurement (whole network in one native call, or layer by layer when that
-measured faster). {note}
+measured faster). "cold" compiles start from an empty kernel cache (build and tune everything), "cached" is the
+same compile again. {note}
 
 {markdown_table(["model", "threads", "torch", "ORT", "DeepSparse", "MNN", "tessera", "vs ORT",
                  "vs best of DS/MNN", "rel err", "compile s cold / cached", "torch nodes", "execution"], body)}
