@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import tessera.runtime  # noqa: E402
 from common import interleaved, machine, ort_session, save_json, stamp, write_section  # noqa: E402
 from tessera.models import create_model  # noqa: E402
+from tessera.models.batchnorm import randomize_bn_stats  # noqa: E402
+from tessera.pruning.presets import prune_for_deployment  # noqa: E402
 from tessera.text import markdown_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +37,8 @@ STEMS = {"tv_resnet18": "conv1", "tv_resnet50": "conv1", "tv_mobilenet_v2": r"fe
 
 
 def pruned(name: str) -> torch.nn.Module:
-    from test_real_networks import prune_like_the_issue, randomize_bn
-
     torch.manual_seed(0)
-    return prune_like_the_issue(randomize_bn(create_model(name)), STEMS[name])
+    return prune_for_deployment(randomize_bn_stats(create_model(name)), STEMS[name])
 
 
 def other_runtimes(m: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int) -> dict[str, float | str]:

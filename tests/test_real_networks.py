@@ -12,39 +12,14 @@ from tessera.compiler.geometry import vector_width
 from tessera.compiler.network import render_network
 from tessera.errors import InputError
 from tessera.models import create_model
+from tessera.models.batchnorm import randomize_bn_stats
+from tessera.pruning.presets import prune_for_deployment
 from tessera.pruning.sparsifier import Sparsifier
 from tessera.sparsity import analyse_conv
 
 
 def rel_err(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
-
-
-def randomize_bn(m: nn.Module) -> nn.Module:
-    """Non-trivial statistics, so a missed or wrong BN fold shows."""
-    g = torch.Generator().manual_seed(1)
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            with torch.no_grad():
-                mod.running_mean.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
-                mod.running_var.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(mod.num_features, generator=g) + 0.5)
-                mod.bias.copy_(torch.rand(mod.num_features, generator=g) * 0.4 - 0.2)
-    return m.eval()
-
-
-def prune_like_the_issue(m: nn.Module, stem: str) -> nn.Module:
-    """3x3: 8 patterns + 1/3.6 kernels; 1x1 and Linear: 1x4 unaligned blocks keep 0.2; stem and depthwise dense."""
-    s = Sparsifier(targets=[
-        {"op": "Conv2d", "kernel": 3, "scheme": "pattern_connectivity", "num_patterns": 8, "keep": 1 / 3.6},
-        {"op": "Conv2d", "kernel": 1, "scheme": "block", "n": 4, "keep": 0.2, "method": "bed",
-         "exclude": r".*\.se\..*"},  # squeeze-excitation's tiny 1x1s stay dense
-        {"op": "Linear", "scheme": "block", "n": 4, "keep": 0.2, "method": "bed"},
-        {"name": stem, "skip": True},
-    ])
-    s.prepare(m)
-    s.step()
-    return s.squash_mask().eval()
 
 
 ARCHS = [("tv_resnet18", {"width": 16}, "conv1"), ("tv_resnet50", {"width": 8}, "conv1"),
@@ -56,7 +31,7 @@ ARCHS = [("tv_resnet18", {"width": 16}, "conv1"), ("tv_resnet50", {"width": 8}, 
 def compiled_arch(request):
     name, args, stem = request.param
     torch.manual_seed(0)
-    m = prune_like_the_issue(randomize_bn(create_model(name, num_classes=10, **args)), stem)
+    m = prune_for_deployment(randomize_bn_stats(create_model(name, num_classes=10, **args)), stem)
     cm = tessera.runtime.compile(m, torch.randn(1, 3, 48, 48), threads=2, tune=False, network=True)
     return m, cm
 
@@ -162,7 +137,7 @@ def test_every_epilogue_activation_matches_torch(act, network):
         conv.weight.mul_(torch.tensor([[0, 1, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.float32))
         conv.weight.mul_(4)  # pre-activations over several units: every branch of every activation
     m = nn.Sequential(conv, nn.BatchNorm2d(16), act, nn.Conv2d(16, 4, 1), act).eval()
-    randomize_bn(m)
+    randomize_bn_stats(m)
     x = torch.randn(2, 8, 12, 12)
     cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=network)
     if network:
@@ -344,7 +319,7 @@ def test_vgg16_with_its_shape_checking_head_compiles_whole(size):
     """timm's VGG head branches on x.shape (fx cannot trace it): traced with the example's values, the branch
     the example takes (pool up to 7x7 below 224) becomes the graph, and the whole model runs natively."""
     torch.manual_seed(0)
-    m = prune_like_the_issue(create_model("timm_vgg16", num_classes=10, width=0.125), r"features\.0")
+    m = prune_for_deployment(create_model("timm_vgg16", num_classes=10, width=0.125), r"features\.0")
     x = torch.randn(2, 3, size, size)
     cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
     assert cm.network is not None and cm.torch_nodes() == {}, cm.network_reason
