@@ -58,7 +58,7 @@ setup-deepsparse: .venv-deepsparse/.installed
 
 .venv-mnn/.installed:
 	python3 -m venv .venv-mnn
-	.venv-mnn/bin/pip install -q mnn numpy
+	.venv-mnn/bin/pip install -q mnn numpy mnncompress onnx==1.17.0
 	touch $@
 
 setup-mnn: .venv-mnn/.installed
