@@ -349,3 +349,24 @@ def test_concrete_tracer_answers_python_from_the_example():
         other = torch.randn(2, 3, 6, 7)  # an odd width takes the other branch: the source model answers
         with pytest.warns(UserWarning, match="runs the original model"):
             assert rel_err(cm(other), m(other)) <= 1e-6
+
+
+def test_profile_names_every_native_node(compiled_arch):
+    """compiled.profile(x): a row per node that emits code (in execution order) plus the output copy, each a
+    non-negative time; the sum is positive. Timings themselves are not asserted."""
+    m, cm = compiled_arch
+    x = torch.randn(1, 3, 48, 48)
+    rows = cm.profile(x, rounds=3)
+    names = [n for n, _ in rows]
+    graph_names = [n.name for n in cm.graph.graph.nodes]
+    assert names[-1] == "output copy" and set(names[:-1]) <= set(graph_names)
+    assert names[:-1] == sorted(names[:-1], key=graph_names.index)
+    assert all(t >= 0 for _, t in rows) and sum(t for _, t in rows) > 0
+    assert sum(1 for n in names if "fused" in n) >= 5
+
+
+def test_profile_needs_the_native_function():
+    m = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    cm = tessera.runtime.compile(m, torch.randn(1, 3, 8, 8), threads=1, network=False, _force="sparse")
+    with pytest.raises(InputError, match="network=True"):
+        cm.profile(torch.randn(1, 3, 8, 8))

@@ -155,12 +155,15 @@ class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
     def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False,
-                 survey: bool = False):
+                 survey: bool = False, profile: bool = False):
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
         every thread has a core of its own: a waiting thread burns its core). ``survey``: do not stop at the
         first node it cannot emit: record it in ``torch_nodes`` (node -> reason), treat its output as arriving
         from outside and go on, so one walk names every node that has to run in torch."""
         self.survey = survey
+        self.profile = profile  # thread 0 adds each node's wall time to a table in the scratch (profile_network)
+        self.line_nodes: list[fx.Node] = []  # the node each of self.lines belongs to
+        self.profiled: list[str] = []  # the table's rows, in order
         self.torch_nodes: dict[fx.Node, str] = {}
         self.gm, self.params_for, self.vw = gm, params_for, vw
         self.modules = dict(gm.named_modules())
@@ -605,6 +608,7 @@ class NetworkRenderer:
                 self.torch_nodes[_at(exc, node).node] = str(exc)
                 self._arrives(node)
                 continue
+            self.line_nodes.extend([node] * (len(self.lines) - emitted))
             if len(self.lines) > emitted:
                 self.statements.append((node, {self.where[a].index for a in node.all_input_nodes},
                                         {self.where[node].index} if node in self.where else set()))
@@ -612,6 +616,20 @@ class NetworkRenderer:
         if out_nodes is None:
             raise Unsupported("no output")
         return self._finish(out_nodes)
+
+    def _timed(self, lines: list[str], copies: int) -> list[str]:
+        """``lines`` with a clock tick after each: thread 0 adds the time since the previous tick to its node's
+        row of a table of doubles in the last scratch (rows in :attr:`profiled`; the output copy last)."""
+        owners = [n.name for n in self.line_nodes] + ["output copy"] * copies
+        rows = list(dict.fromkeys(owners))
+        self.profiled = rows
+        k = len(self.scratch)
+        self.scratch.append(2 * len(rows))
+        out = ["if (omp_get_thread_num() == 0) tsr_last_ = tsr_now();"]
+        for ln, owner in zip(lines, owners, strict=True):
+            out += [ln, f"if (omp_get_thread_num() == 0) {{ const double t_ = tsr_now(); "
+                        f"((double *)S[{k}])[{rows.index(owner)}] += t_ - tsr_last_; tsr_last_ = t_; }}"]
+        return out
 
     def _barrier_free(self) -> frozenset[fx.Node]:
         """Convs whose next statement does not read their output and whose previous statement keeps its
@@ -738,6 +756,9 @@ class NetworkRenderer:
             prelude += SPIN_BARRIER
             start = f"tsr_bar_ = (tsr_bar *)S[{len(self.scratch)}]; tsr_nthr_ = omp_get_num_threads();"
             self.scratch.append(16)  # the barrier's two counters, on a cache line of their own
+        if self.profile:
+            lines, start = self._timed(lines, len(copies)), start + " double tsr_last_ = 0.0; (void)tsr_last_;"
+            prelude += PROFILE_CLOCK
         body = "\n    ".join(lines)
         ptrs = "".join(f"\n    const float *xb{k} = X[{k}] + (long)b * {f};" for k, f in enumerate(self.in_floats))
         ptrs += "".join(f"\n    float *yb{k} = Y[{k}] + (long)b * {f};" for k, f in enumerate(self.out_floats))
@@ -751,6 +772,12 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
     }}
     }}
 }}
+"""
+
+
+PROFILE_CLOCK = """#include <time.h>
+static inline double tsr_now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec; }
 """
 
 
@@ -835,9 +862,9 @@ class NetworkKernel:
 
 
 def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
-                   threads: int) -> NetworkRenderer:
+                   threads: int, profile: bool = False) -> NetworkRenderer:
     """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit."""
-    r = NetworkRenderer(gm, params_for, vw, spin=threads <= (os.cpu_count() or 1))
+    r = NetworkRenderer(gm, params_for, vw, spin=threads <= (os.cpu_count() or 1), profile=profile)
     r.source = r.render()
     return r
 

@@ -1,0 +1,24 @@
+"""Where the time goes inside the whole-network function: the same C with a clock tick after every statement
+(thread 0 adds each node's wall time, barrier waits included, to a table), run on the caller's input."""
+
+from __future__ import annotations
+
+import torch
+from torch import fx
+
+from tessera.compiler.geometry import KernelParams
+from tessera.compiler.network import NetworkKernel, render_network
+
+
+def profile_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
+                    x: torch.Tensor, rounds: int = 20) -> list[tuple[str, float]]:
+    """(node name, ms per call) for every node that emits code, in execution order, and the output copy."""
+    r = render_network(gm, params_for, vw, threads, profile=True)
+    kernel = NetworkKernel(gm, params_for, vw, threads, renderer=r)
+    table = kernel._scratch[-1].view(torch.float64)
+    for _ in range(3):  # warm-up: caches, the team of threads, the clock
+        kernel(x)
+    table.zero_()
+    for _ in range(rounds):
+        kernel(x)
+    return [(name, ms) for name, ms in zip(r.profiled, (table * 1e3 / rounds).tolist(), strict=True)]
