@@ -17,6 +17,16 @@ from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.geometry import KernelParams
 
 
+def _row_chunks(rows: int, n: int, ntiles: str) -> str:
+    """C declaring ``chunks`` and ``per``: each tile's rows split into chunks of ``per`` (a multiple of N) so that
+    ``nthreads`` threads get about four work items each; one chunk at one thread."""
+    return f"""    int chunks = (4 * nthreads + {ntiles} - 1) / {ntiles};
+    if (nthreads == 1 || chunks < 1) chunks = 1;
+    if (chunks > {rows // n}) chunks = {rows // n};
+    const int per = ({rows // n} + chunks - 1) / chunks * {n};
+    chunks = ({rows} + per - 1) / per;"""
+
+
 class BlockRenderer:
     def __init__(self, packed: PackedBlocks, params: KernelParams, act: str | bool, residual: bool,
                  masked: bool = False):
@@ -102,11 +112,7 @@ void {name}(int P, int nimg, const float *x, float *y, const float *res,
          const float *restrict bias, float *scratch, int nthreads) {{
     if (P <= 0 || nimg <= 0) return;  /* an empty batch: nothing to split (and no division by zero tiles) */
     const int full = P / {T}, tail = P - full * {T}, ntiles = full + (tail > 0);
-    int chunks = (4 * nthreads + ntiles - 1) / ntiles;
-    if (nthreads == 1 || chunks < 1) chunks = 1;
-    if (chunks > {rows // n}) chunks = {rows // n};
-    const int per = ({rows // n} + chunks - 1) / chunks * {n};
-    chunks = ({rows} + per - 1) / per;
+{_row_chunks(rows, n, "ntiles")}
     float *xs = scratch, *ys = scratch + {cin * T}, *rs = ys + {cout * T};
     (void)res; (void)rs;
     #pragma omp parallel num_threads(nthreads)
@@ -168,11 +174,7 @@ static void {name}(const float *xb, float *yb, const float *res, const float *re
                    const int32_t *restrict mk) {{
     (void)res;
     const int nthreads = omp_get_num_threads();
-    int chunks = (4 * nthreads + {ntiles} - 1) / {ntiles};
-    if (nthreads == 1 || chunks < 1) chunks = 1;
-    if (chunks > {rows // n}) chunks = {rows // n};
-    const int per = ({rows // n} + chunks - 1) / chunks * {n};
-    chunks = ({rows} + per - 1) / per;
+{_row_chunks(rows, n, str(ntiles))}
     #pragma omp for schedule(static, 1){wait}
     for (int q = 0; q < {ntiles} * chunks; q++) {{
         const int t = q / chunks, ch = q - t * chunks;
