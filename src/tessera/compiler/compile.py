@@ -213,13 +213,22 @@ def _row_bands(out: Compiled, threads: int, vw: int) -> dict[str, KernelParams]:
     return params
 
 
+def network_kernel_params(plans: list[LayerPlan], network_params: dict[str, dict] | None = None
+                          ) -> dict[str, KernelParams]:
+    """The kernel parameters a whole-network function is built with: its own when it chose other ones
+    (``Compiled.network_params``), else each sparse layer's tuned decision."""
+    if network_params:
+        return {k: KernelParams(**v) for k, v in network_params.items()}
+    return {p.name: KernelParams(**p.decision.params) for p in plans
+            if p.decision.backend == "sparse" and p.decision.params}
+
+
 def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log,
                     saved: dict[str, dict] | None = None) -> None:
     """Run the graph as one native function when that measures faster. Two sets of kernel parameters compete
     at more than one thread: each layer's own tuned choice, and row bands (threads keep to their rows across
     layers, which per-layer tuning cannot see)."""
-    params_for = {p.name: KernelParams(**p.decision.params) for p in out.plans
-                  if p.decision.backend == "sparse" and p.decision.params}
+    params_for = network_kernel_params(out.plans)
     if saved is not None:
         variants = {"saved parameters": {k: KernelParams(**v) for k, v in saved.items()}}
     else:

@@ -119,17 +119,15 @@ class CompiledModel(nn.Module):
     def profile(self, x: torch.Tensor, rounds: int = 20) -> list[tuple[str, float]]:
         """Milliseconds per call of every node inside the native function on input ``x`` (its own build of the
         same C with a clock after each statement), in execution order; needs the whole-network path."""
-        from tessera.compiler.geometry import KernelParams, vector_width
+        from tessera.compiler.compile import network_kernel_params
+        from tessera.compiler.geometry import vector_width
         from tessera.compiler.profile import profile_network
 
         if self.network is None:
             raise InputError(f"profile() times the whole-network function; this model runs "
                              f"{self.network_reason.split(':')[0]} (compile with network=True)")
         self._check(x)
-        params = {p.name: KernelParams(**p.decision.params) for p in self.plans
-                  if p.decision.backend == "sparse" and p.decision.params}
-        if self.network_params:
-            params = {k: KernelParams(**v) for k, v in self.network_params.items()}
+        params = network_kernel_params(self.plans, self.network_params)
         return profile_network(self.graph, params, vector_width(), self.threads, x.contiguous(), rounds)
 
     def save(self, path: str | Path) -> None:
