@@ -352,8 +352,7 @@ class NetworkRenderer:
                 m.stride[0] != m.stride[1] or tuple(m.padding) != (0, 0) or m.in_shape is None:
             return False
         xb = self._padded_input(node.args[0])
-        y_shape = _shape(node)
-        c, ho, wo = y_shape
+        _, ho, wo = _shape(node)
         lin = xb.layout or padded_layout(*xb.shape[1:])
         lout = self.layouts.get(self._group(node)) or padded_layout(ho, wo)
         if lout.copy:
