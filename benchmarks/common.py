@@ -125,18 +125,24 @@ def interleaved(fns: dict, rounds: int = 9, per_round: int = 15, warm_s: float =
     return {k: 1e3 * statistics.median(v) for k, v in meds.items()}
 
 
-def ort_session(model: nn.Module, x: torch.Tensor, threads: int):
-    import onnxruntime as ort
-
+def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The model as an ONNX file (opset 17, TorchScript exporter), for every runtime that reads one."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
+    return buf.getvalue()
+
+
+def ort_session(model: nn.Module, x: torch.Tensor, threads: int, onnx: bytes | None = None):
+    """A call of ONNX Runtime on ``x``; ``onnx``: the model already exported (:func:`onnx_bytes`)."""
+    import onnxruntime as ort
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(onnx or onnx_bytes(model, x), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     xn = x.numpy()
     return lambda: sess.run(None, {name: xn})
