@@ -206,12 +206,9 @@ def adaptive_bins(size: int, out: int) -> list[tuple[int, int]]:
 def _plane_sum(x, vw: int) -> str:
     """C statements leaving in ``s`` the sum of channel ``c``'s pixels: the rows of a whole-network buffer run
     contiguously from pixel (0, 0) (the padded layout's pad column between rows is zero), summed in vectors
-    with the last one masked to the span."""
+    with the last one masked to the span (the caller checked the rows are at most one zero column apart)."""
     _, h, w = x.shape
-    pitch = x.layout.pitch if x.padded and x.layout is not None else w
-    if pitch not in (w, w + 1):
-        raise ValueError("rows must be contiguous or one zero column apart")
-    n = h * pitch
+    n = h * (x.layout.pitch if x.padded and x.layout is not None else w)
     full, tail = divmod(n, vw)
     big = full // 4 * 4
     mask = "(vi){" + ", ".join("-1" if t < tail else "0" for t in range(vw)) + "}"
