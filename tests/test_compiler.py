@@ -10,6 +10,7 @@ from torch import nn
 import tessera
 import tessera.runtime
 from tessera.compiler.formats import pack_conv, unpack_conv
+from tessera.compiler.target import host_target
 from tessera.errors import CheckpointError, CompileError
 from tessera.models import create_model, list_models
 from tessera.pruning.sparsifier import prune_oneshot
@@ -182,7 +183,7 @@ def test_artifact_from_other_machine_rebuilds(tmp_path, monkeypatch):
     m = pruned("vgg_tiny", 1)
     x = torch.randn(1, 1, 8, 8)
     cm = tessera.compile(m, x, threads=1, tune=False)
-    monkeypatch.setattr(compiled, "machine_fingerprint", lambda: "other-machine")
+    monkeypatch.setattr(compiled, "machine_fingerprint", lambda target=None: "other-machine")
     cm.save(tmp_path / "a.tsr")
     monkeypatch.undo()
     with pytest.warns(UserWarning, match="rebuilt and layers re-tuned"):
@@ -200,7 +201,7 @@ def test_bad_example_input():
 @given(conv_cases(), st.booleans())
 def test_every_tuning_candidate_matches_torch(case, relu):
     """Every candidate the tuner may pick — per-pattern loops and channel-blocked tap lists — is exact."""
-    from tessera.compiler.geometry import ConvGeometry, vector_width
+    from tessera.compiler.geometry import ConvGeometry
     from tessera.compiler.kernel import LayerLibrary
     from tessera.compiler.tune import candidates
 
@@ -213,7 +214,7 @@ def test_every_tuning_candidate_matches_torch(case, relu):
     res = torch.randn(res_shape, generator=g)
     packed = pack_conv(weight, b)
     geom = ConvGeometry(cin, cout, h, w, k, k, stride, pad, pad)
-    cands = candidates(vector_width(), packed.group, geom, list(packed.patterns))
+    cands = candidates(host_target().vector_width, packed.group, geom, list(packed.patterns))
     assert any(c.cblock for c in cands) and any(not c.cblock for c in cands)
     lib = LayerLibrary(packed, geom, cands, relu, True)
     ref = torch.nn.functional.conv2d(x, weight, b, stride, pad) + res
@@ -272,7 +273,7 @@ def test_network_with_channel_blocked_or_shifted_layers_matches(name, kind):
 @pytest.mark.parametrize("vw", [8, 16])
 def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
-    from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
+    from tessera.compiler.geometry import ConvGeometry, KernelParams
     from tessera.compiler.kernel import LayerLibrary
 
     g = torch.Generator().manual_seed(cin * cout + vw)
@@ -283,7 +284,7 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     res = torch.randn(ref.shape, generator=g)
     packed = pack_conv(weight, b)
     geom = ConvGeometry(cin, cout, h, w, 3, 3, 1, pad, pad)
-    if vw > vector_width():
+    if vw > host_target().vector_width:
         pytest.skip("16-float vectors need AVX-512")
     # built whether or not the tuner would offer it; one channel per block, one block; 8 vectors a tile
     cands = (KernelParams(4, vw, 1, True), KernelParams(4, vw, cin, True), KernelParams(8, vw, cin, True))
@@ -305,10 +306,10 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
 def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
     """Stride 2, 3x3, padding 1 on tight phase planes (two accumulator sets: column j - 1 and j) against torch,
     and the tuner offers it wherever the phase rows are tight."""
-    from tessera.compiler.geometry import ConvGeometry, KernelParams, shift_applies, tight_rows, vector_width
+    from tessera.compiler.geometry import ConvGeometry, KernelParams, shift_applies, tight_rows
     from tessera.compiler.kernel import LayerLibrary
 
-    if vw > vector_width():
+    if vw > host_target().vector_width:
         pytest.skip("16-float vectors need AVX-512")
     geom = ConvGeometry(cin, cout, h, w, 3, 3, 2, 1, 1)
     if not tight_rows(geom, vw):
@@ -393,7 +394,7 @@ def test_network_in_row_bands_matches_and_survives_save(tmp_path):
 
 
 def test_tuning_flag_only_for_an_avx512_cpu_the_compiler_does_not_know():
-    from tessera.compiler.toolchain import pick_tune
+    from tessera.compiler.target import pick_tune
 
     assert pick_tune("znver3", True) == ("-mtune=icelake-server",)  # gcc 12 on Zen 5
     assert pick_tune("znver4", True) == () and pick_tune("sapphirerapids", True) == ()

@@ -10,6 +10,7 @@ from tessera.compiler.block_codegen import block_candidates, render_block_layer
 from tessera.compiler.block_format import PackedBlocks
 from tessera.compiler.geometry import KernelParams
 from tessera.compiler.kernel import GeneratedLibrary, ThreadScratch
+from tessera.compiler.target import Target
 from tessera.compiler.toolchain import load_library
 
 _P = ctypes.c_void_p
@@ -21,10 +22,11 @@ class BlockLibrary(GeneratedLibrary):
     ``stride``: a strided 1x1 conv reads every stride-th pixel; ``linear``: inputs are (batch, Cin) rows.
     """
 
-    def __init__(self, packed: PackedBlocks, vw: int, act: str | bool = False, residual: bool = False,
+    def __init__(self, packed: PackedBlocks, target: Target, act: str | bool = False, residual: bool = False,
                  stride: int = 1, linear: bool = False, candidates: tuple[KernelParams, ...] | None = None):
         self.packed, self.act, self.residual, self.stride, self.linear = packed, act, residual, stride, linear
-        self.candidates = candidates or block_candidates(vw, packed.n)
+        self.target = target
+        self.candidates = candidates or block_candidates(target.vector_width, packed.n)
         # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
         self.source = render_block_layer(packed, self.candidates, act, residual) + \
             f"/* stride {stride}, linear {int(linear)} */\n"

@@ -43,7 +43,12 @@ class ConvRenderer:
 
     header = """#include <stdint.h>
 #include <string.h>
+#ifdef _OPENMP
 #include <omp.h>
+#else  /* built without OpenMP (an export may be): one thread, the pragmas are ignored */
+static inline int omp_get_num_threads(void) {{ return 1; }}
+static inline int omp_get_thread_num(void) {{ return 0; }}
+#endif
 typedef float vf __attribute__((vector_size({vbytes}), aligned(4), may_alias));
 typedef int32_t vi __attribute__((vector_size({vbytes}), aligned(4), may_alias));
 typedef float va __attribute__((vector_size({vbytes}), aligned({vbytes}), may_alias));

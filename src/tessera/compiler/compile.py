@@ -17,11 +17,12 @@ from torch import fx
 from tessera.compiler.block_format import pack_blocks
 from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry, KernelParams, vector_width
+from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.graph import FusedConv, FusedLinear, capture_inputs, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.partition import partition
+from tessera.compiler.target import Target, runnable_target
 from tessera.compiler.toolchain import cache_dir, find_compiler
 from tessera.compiler.tune import Decision, candidates, median_ms, row_band_params, tune_layer
 from tessera.errors import CompileError
@@ -74,7 +75,8 @@ def _unsupported(m: FusedConv, kind: str) -> str | None:
 
 def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | None = None, tune: bool = True,
                   force: str | None = None, decisions: dict[str, dict] | None = None,
-                  network: bool | None = None, log=None, network_params: dict[str, dict] | None = None) -> Compiled:
+                  network: bool | None = None, log=None, network_params: dict[str, dict] | None = None,
+                  target: str | Target | None = None) -> Compiled:
     """Trace, fuse, pack, build and tune.
 
     ``force`` = "sparse"/"dense" skips measurement (tests, debugging); ``decisions`` (layer name -> saved
@@ -91,7 +93,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     have_cc = find_compiler() is not None
     if not have_cc:
         warnings.warn("tessera: no C compiler found (install gcc or set CC); every layer runs in torch", stacklevel=2)
-    vw = vector_width()
+    target = runnable_target(target)
+    vw = target.vector_width
     libs: dict[str, LayerLibrary | BlockLibrary] = {}
     plans: dict[str, LayerPlan] = {}
     for lay in layers:
@@ -121,7 +124,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             blocks = pack_blocks(m.weight, m.bias, lo)
             m.blocks = blocks  # reused by the whole-network renderer
             plan.bytes = blocks.bytes()
-            libs[lay.name] = BlockLibrary(blocks, vw, m.act, m.residual, m.stride[0],
+            libs[lay.name] = BlockLibrary(blocks, target, m.act, m.residual, m.stride[0],
                                           isinstance(m, FusedLinear))
             continue
         packed = pack_conv(m.weight, m.bias, lo)
@@ -131,7 +134,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
         libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group, geom, list(packed.patterns)),
-                                      m.act, m.residual)
+                                      m.act, m.residual, target)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))
     decisions = decisions or {}
@@ -157,9 +160,9 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         if log:
             log(f"{lay.source}: {d.backend} ({d.reason})")
     why_not = "no C compiler" if not have_cc else "whole-network mode not requested"
-    out = Compiled(gm, [plans[lay.name] for lay in layers], None, f"layer-by-layer: {why_not}")
+    out = Compiled(gm, [plans[lay.name] for lay in layers], None, f"layer-by-layer: {why_not}", target=target)
     if have_cc and network is not False and force != "dense":
-        _attach_network(out, example, threads, vw, network, log, network_params)
+        _attach_network(out, example, threads, target, network, log, network_params)
     return out
 
 
@@ -172,6 +175,7 @@ class Compiled:
     network_params: dict[str, dict] | None = None  # the network's own kernel parameters, when not the layers'
     torch_nodes: dict[str, str] | None = None  # node -> why it runs in torch (None: all native or not surveyed)
     segmented: fx.GraphModule | None = None  # the graph as native segments and torch islands, when chosen
+    target: Target | None = None  # what the kernels were built for
 
     def node_table(self) -> list[tuple[str, str, str]]:
         """Every node of the fused graph: (name, what it is, where it runs and why)."""
@@ -223,7 +227,7 @@ def network_kernel_params(plans: list[LayerPlan], network_params: dict[str, dict
             if p.decision.backend == "sparse" and p.decision.params}
 
 
-def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log,
+def _attach_network(out: Compiled, example: torch.Tensor, threads: int, target: Target, forced: bool | None, log,
                     saved: dict[str, dict] | None = None) -> None:
     """Run the graph as one native function when that measures faster. Two sets of kernel parameters compete
     at more than one thread: each layer's own tuned choice, and row bands (threads keep to their rows across
@@ -234,16 +238,16 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
     else:
         variants = {"per-layer tiles": params_for}
         if threads > 1 and forced is None:
-            variants["row bands"] = {**params_for, **_row_bands(out, threads, vw)}
+            variants["row bands"] = {**params_for, **_row_bands(out, threads, target.vector_width)}
     built: dict[str, NetworkKernel] = {}
     for label, params in variants.items():
-        net, _ = build_network(out.graph, params, vw, threads)
+        net, _ = build_network(out.graph, params, target, threads)
         if net is not None:
             built[label] = net
         elif not built:  # the first variant failing means the graph itself is unsupported
             break
     if not built:
-        _attach_segments(out, example, threads, vw, forced, log, params_for)
+        _attach_segments(out, example, threads, target, forced, log, params_for)
         return
     best, reason = next(iter(built)), "whole network in one native call"
     if forced is None:
@@ -273,10 +277,10 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, vw: int,
         log(reason)
 
 
-def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, vw: int, forced: bool | None, log,
+def _attach_segments(out: Compiled, example: torch.Tensor, threads: int, target: Target, forced: bool | None, log,
                      params_for: dict[str, KernelParams]) -> None:
     """Native segments around the nodes that must run in torch, when that measures faster than layer by layer."""
-    parts = partition(out.graph, example, params_for, vw, threads, log)
+    parts = partition(out.graph, example, params_for, target, threads, log)
     out.torch_nodes = parts.torch_nodes
     torch_list = "; ".join(f"{k} ({v})" for k, v in parts.torch_nodes.items())
     if parts.graph is None:

@@ -242,15 +242,3 @@ def tight_layout(c: int, h: int, w: int, vw: int) -> Layout:
     plane = -(-(h + 2) * w // vw) * vw
     copy = -(-(c * plane + SLACK) // vw) * vw if 2 * w == vw else 0
     return Layout(plane, w, w, copy)
-
-
-def vector_width() -> int:
-    """Floats per SIMD vector on this CPU: 16 with AVX-512, else 8 (AVX2); gcc -march=native sees the same."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return 16 if " avx512f" in line else 8
-    except OSError:
-        pass
-    return 8

@@ -10,6 +10,7 @@ import torch
 from tessera.compiler.codegen import render_layer
 from tessera.compiler.formats import PackedConv, pack_pattern_blocks, pack_taps
 from tessera.compiler.geometry import ConvGeometry, KernelParams, layer_geometry
+from tessera.compiler.target import Target
 from tessera.compiler.toolchain import compile_cached, load_library
 
 _P = ctypes.c_void_p
@@ -40,9 +41,10 @@ class GeneratedLibrary:
     kernel object per candidate, made on first use and reused (tuning and the final choice share it)."""
 
     source: str
+    target: Target | None = None  # None: the host
 
     def build(self):
-        self.path = compile_cached(self.source)
+        self.path = compile_cached(self.source, self.target)
         return self
 
     def kernel(self, index: int):
@@ -75,8 +77,9 @@ class LayerLibrary(GeneratedLibrary):
     """The generated source of one layer (all tuning candidates) and its compiled library."""
 
     def __init__(self, packed: PackedConv, geom: ConvGeometry, candidates: tuple[KernelParams, ...], act: str | bool,
-                 residual: bool):
+                 residual: bool, target: Target | None = None):
         self.packed, self.geom, self.candidates, self.act, self.residual = packed, geom, candidates, act, residual
+        self.target = target
         self.source = render_layer(packed, geom, candidates, act, residual)
         self.path = None
 

@@ -43,6 +43,7 @@ from tessera.compiler.geometry import (
 )
 from tessera.compiler.graph import ADD_FUNCS, MUL_FUNCS, FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
+from tessera.compiler.target import Target
 from tessera.compiler.toolchain import compile_cached, load_library
 from tessera.compiler.tune import candidates
 
@@ -130,6 +131,8 @@ static inline void tsr_sync(void) {
         while (__atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen) {
 #if defined(__x86_64__) || defined(__i386__)
             __builtin_ia32_pause();
+#elif defined(__aarch64__)
+            __asm__ __volatile__("yield");
 #endif
         }
     }
@@ -812,12 +815,13 @@ class NetworkKernel:
     """A graph (the whole model, or one native segment of it) as one native call; buffers are per image, so any
     batch size runs. Takes and returns as many tensors as the graph has inputs and outputs."""
 
-    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, threads: int,
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target, threads: int,
                  renderer: NetworkRenderer | None = None):
-        r = renderer or render_network(gm, params_for, vw, threads)
-        self.source = r.source
+        r = renderer or render_network(gm, params_for, target, threads)
+        self.source, self.target = r.source, target
+        self.renderer = r  # what an export prints its library from
         self.barriers_removed = len(r.free)
-        self.path = compile_cached(self.source)
+        self.path = compile_cached(self.source, target)
         self.fn = load_library(str(self.path)).net_forward
         self.fn.restype = None
         self.fn.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, ctypes.c_int]
@@ -860,18 +864,20 @@ class NetworkKernel:
         return ys[0] if len(ys) == 1 else tuple(ys)
 
 
-def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
-                   threads: int, profile: bool = False) -> NetworkRenderer:
-    """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit."""
-    r = NetworkRenderer(gm, params_for, vw, spin=threads <= (os.cpu_count() or 1), profile=profile)
+def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target,
+                   threads: int, profile: bool = False, spin: bool | None = None) -> NetworkRenderer:
+    """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit. ``spin``:
+    the spinning barrier (default: when every thread has a core of this machine)."""
+    spin = threads <= (os.cpu_count() or 1) if spin is None else spin
+    r = NetworkRenderer(gm, params_for, target.vector_width, spin=spin, profile=profile)
     r.source = r.render()
     return r
 
 
-def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int,
+def build_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target,
                   threads: int) -> tuple[NetworkKernel | None, str]:
     """The network kernel, or None and the reason the graph has to run layer by layer."""
     try:
-        return NetworkKernel(gm, params_for, vw, threads), "whole network in one native call"
+        return NetworkKernel(gm, params_for, target, threads), "whole network in one native call"
     except Unsupported as exc:
         return None, f"layer-by-layer: {exc} is not supported natively"

@@ -19,6 +19,7 @@ from torch.fx.passes.split_module import split_module
 from tessera.compiler.geometry import KernelParams
 from tessera.compiler.graph import FusedConv, capture_inputs
 from tessera.compiler.network import NetworkKernel, NetworkRenderer, Unsupported, render_network
+from tessera.compiler.target import Target
 
 _WORK = (FusedConv, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
@@ -45,9 +46,9 @@ class Partitioned:
     torch_nodes: dict[str, str]  # node name -> why it runs in torch
 
 
-def survey(gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int) -> dict[fx.Node, str]:
+def survey(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target) -> dict[fx.Node, str]:
     """Every node the network function cannot emit, with the reason (one walk, no compiler call)."""
-    r = NetworkRenderer(gm, params_for, vw, survey=True)
+    r = NetworkRenderer(gm, params_for, target.vector_width, survey=True)
     r.render()
     return r.torch_nodes
 
@@ -58,10 +59,10 @@ def _is_work(gm: fx.GraphModule, node: fx.Node) -> bool:
     return node.op in ("call_function", "call_method") and "pool" in str(getattr(node.target, "__name__", ""))
 
 
-def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, KernelParams], vw: int,
-              threads: int, log=None) -> Partitioned:
+def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, KernelParams],
+              target: Target, threads: int, log=None) -> Partitioned:
     """The graph as native segments and torch islands (``graph`` None when no segment would be native)."""
-    torch_nodes = {n.name: why for n, why in survey(gm, params_for, vw).items()}
+    torch_nodes = {n.name: why for n, why in survey(gm, params_for, target).items()}
     for _ in range(len(gm.graph.nodes) + 1):  # each round moves at least one more node to torch
         split, native = _split(gm, torch_nodes)
         if not native:
@@ -79,7 +80,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
                 moved = True
                 continue
             try:
-                renderers[name] = render_network(sub, params_for, vw, threads)
+                renderers[name] = render_network(sub, params_for, target, threads)
             except Unsupported as exc:
                 bad = exc.node
                 if bad is None or bad.op in ("placeholder", "output") or bad.name in torch_nodes:
@@ -91,7 +92,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
             continue
         names = []
         for name, r in renderers.items():
-            kernel = NetworkKernel(native[name], params_for, vw, threads, renderer=r)
+            kernel = NetworkKernel(native[name], params_for, target, threads, renderer=r)
             shapes = [tuple(t.shape[1:]) for t in inputs[name]]
             setattr(split, name, NativeSegment(kernel, native[name], shapes))
             names.append(name)

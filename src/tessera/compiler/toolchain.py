@@ -18,12 +18,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from tessera.compiler.geometry import vector_width
+from tessera.compiler.target import Target, host_target, runnable_target
 from tessera.errors import CompileError
 
 FORMAT_VERSION = "1"
-FLAGS = ("-O3", "-march=native", "-ffp-contract=fast", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC",
-         "-std=gnu11")
+FLAGS = ("-O3", "-ffp-contract=fast", "-fno-math-errno", "-shared", "-fPIC", "-std=gnu11")
 
 
 def cache_dir() -> Path:
@@ -55,65 +54,40 @@ def compiler_version(cc: str) -> str:
     return out.splitlines()[0] if out else "unknown"
 
 
-# gcc's tunings for CPUs with AVX-512 (as -mtune names); any other tuning on an AVX-512 CPU is the compiler not
-# knowing the CPU: gcc 12 on Zen 5 reports znver3 for -march=native
-AVX512_TUNINGS = {"skylake-avx512", "cannonlake", "icelake-client", "icelake-server", "cascadelake", "cooperlake",
-                  "tigerlake", "sapphirerapids", "rocketlake", "graniterapids", "graniterapids-d", "emeraldrapids",
-                  "znver4", "znver5", "knl", "knm"}
+def flags(cc: str, target: Target | None = None) -> tuple[str, ...]:
+    """The full command line but for files: optimisation, the target's ISA flags, OpenMP, a shared object."""
+    t = target or host_target()
+    return FLAGS + t.cflags + (("-fopenmp",) if t.openmp else ())
 
 
-@functools.cache
-def tune_flags(cc: str) -> tuple[str, ...]:
-    """``-mtune`` for an AVX-512 CPU the compiler tunes as one without AVX-512. gcc 12 on Zen 5 tunes
-    -march=native as znver3 and folds every load into its FMA, so the shifted kernel reloads each input vector
-    for every tap that uses it; tuned as icelake-server it keeps the loaded rows in registers. Measured on that
-    Zen 5, ResNet-18 3x3 layers at 12%, 1 thread: 64x56² 214 -> 190 us, 128x28² 199 -> 170 us, 256x14²
-    211 -> 177 us, 512x7² 256 -> 229 us (skylake-avx512 the same; generic slower than znver3)."""
-    try:
-        out = subprocess.run([cc, "-march=native", "-Q", "--help=target"], capture_output=True, text=True,
-                             timeout=30).stdout
-    except (OSError, subprocess.SubprocessError):
-        return ()
-    tune = next((line.split()[-1] for line in out.splitlines() if line.strip().startswith("-mtune=")
-                 and len(line.split()) == 2), None)
-    return pick_tune(tune, vector_width() == 16)  # 16 floats a vector: AVX-512
-
-
-def pick_tune(native_tune: str | None, avx512: bool) -> tuple[str, ...]:
-    """The extra flag for a compiler whose native tuning is ``native_tune`` on a CPU with or without AVX-512."""
-    return ("-mtune=icelake-server",) if avx512 and native_tune and native_tune not in AVX512_TUNINGS else ()
-
-
-def flags(cc: str) -> tuple[str, ...]:
-    return FLAGS + tune_flags(cc)
-
-
-def cache_key(source: str, cc: str) -> str:
+def cache_key(source: str, cc: str, target: Target | None = None) -> str:
     h = hashlib.sha256()
-    for part in (FORMAT_VERSION, cc, compiler_version(cc), " ".join(flags(cc)), source):
+    for part in (FORMAT_VERSION, cc, compiler_version(cc), " ".join(flags(cc, target)), source):
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()[:32]
 
 
-def compile_source(source: str, out: Path, cc: str) -> None:
+def compile_source(source: str, out: Path, cc: str, target: Target | None = None) -> None:
     """Run the compiler: C source -> shared object at ``out``."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernel.c"
         src.write_text(source)
-        cmd = [cc, *flags(cc), str(src), "-o", str(out), "-lm"]
+        cmd = [cc, *flags(cc, target), str(src), "-o", str(out), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise CompileError(f"{Path(cc).name} failed on generated code: {proc.stderr.strip().splitlines()[-1:]}; "
                                "report this with the source from tessera.compiler.codegen")
 
 
-def compile_cached(source: str) -> Path:
-    """Shared object for ``source``, built once per (source, compiler, flags) and reused from the cache."""
+def compile_cached(source: str, target: Target | None = None) -> Path:
+    """Shared object for ``source`` on ``target`` (the host's by default; it must run in this process), built
+    once per (source, compiler, flags) and reused from the cache."""
+    target = runnable_target(target)
     cc = find_compiler()
     if cc is None:
         raise CompileError("no C compiler found; install gcc (apt-get install gcc) or set CC")
-    key = cache_key(source, cc)
+    key = cache_key(source, cc, target)
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
     so = d / f"{key}.so"
@@ -127,7 +101,7 @@ def compile_cached(source: str) -> Path:
             fd, tmp = tempfile.mkstemp(dir=d, suffix=".so.tmp")
             os.close(fd)
             try:
-                compile_source(source, Path(tmp), cc)
+                compile_source(source, Path(tmp), cc, target)
                 (d / f"{key}.c").write_text(source)
                 os.replace(tmp, so)
             finally:

@@ -67,7 +67,7 @@ def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25)
 
 def _key(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> str:
     cc = find_compiler() or ""
-    h = hashlib.sha256((layer.source + " ".join(flags(cc) if cc else ())).encode()).hexdigest()[:32]
+    h = hashlib.sha256((layer.source + " ".join(flags(cc, layer.target) if cc else ())).encode()).hexdigest()[:32]
     return f"tune-{h}-t{threads}-b{batch}"
 
 

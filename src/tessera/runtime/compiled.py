@@ -18,17 +18,17 @@ import torch
 from torch import nn
 
 from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
-from tessera.compiler.geometry import vector_width
+from tessera.compiler.target import Target, get_target
 from tessera.compiler.toolchain import compiler_version, find_compiler
-from tessera.errors import CheckpointError, InputError, TesseraError
+from tessera.errors import CheckpointError, CompileError, InputError, TesseraError
 from tessera.io import load_tensors, save_tensors
 
 ARTIFACT_FORMAT = 1
 
 
-def machine_fingerprint() -> str:
+def machine_fingerprint(target: Target | None = None) -> str:
     cc = find_compiler()
-    return f"{platform.machine()}|vw{vector_width()}|{compiler_version(cc) if cc else 'no-cc'}"
+    return f"{platform.machine()}|{get_target(target).key}|{compiler_version(cc) if cc else 'no-cc'}"
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:
@@ -56,6 +56,7 @@ class CompiledModel(nn.Module):
         self._source = [source]  # kept out of the module tree: only for save()
         self.example_shape = tuple(example_shape)
         self.threads = threads
+        self.target = compiled.target or get_target()
         # traced with the example's values (shape-dependent Python): other image sizes run the source model
         self.shape_specialised = bool(compiled.graph.meta.get("shape_specialised"))
 
@@ -120,7 +121,6 @@ class CompiledModel(nn.Module):
         """Milliseconds per call of every node inside the native function on input ``x`` (its own build of the
         same C with a clock after each statement), in execution order; needs the whole-network path."""
         from tessera.compiler.compile import network_kernel_params
-        from tessera.compiler.geometry import vector_width
         from tessera.compiler.profile import profile_network
 
         if self.network is None:
@@ -128,7 +128,23 @@ class CompiledModel(nn.Module):
                              f"{self.network_reason.split(':')[0]} (compile with network=True)")
         self._check(x)
         params = network_kernel_params(self.plans, self.network_params)
-        return profile_network(self.graph, params, vector_width(), self.threads, x.contiguous(), rounds)
+        return profile_network(self.graph, params, self.target, self.threads, x.contiguous(), rounds)
+
+    def export(self, directory: str | Path, target: str | Target | None = None, threads: int = 0):
+        """Write a standalone C library of this model for ``target`` (default: this model's own; e.g.
+        "aarch64-neon", "portable") into ``directory``: see :mod:`tessera.compiler.export`. ``threads``: a fixed
+        team size (0: OpenMP's default). Needs the whole-network path. Returns an ExportInfo."""
+        from tessera.compiler.compile import network_kernel_params
+        from tessera.compiler.export import export_network
+
+        if self.network is None:
+            torch_nodes = "; ".join(f"{k} ({v})" for k, v in self.torch_nodes().items())
+            raise CompileError(f"export needs the whole network in one native function; this model runs "
+                               f"{self.network_reason.split(':')[0]}" + (f" (in torch: {torch_nodes})"
+                                                                           if torch_nodes else ""))
+        t = self.target if target is None else get_target(target)
+        params = network_kernel_params(self.plans, self.network_params)
+        return export_network(self.graph, params, directory, t, threads)
 
     def save(self, path: str | Path) -> None:
         """Write the artifact (atomically). Zoo models reload by name, models built from a factory spec
@@ -138,7 +154,8 @@ class CompiledModel(nn.Module):
         src = self._source[0]
         tensors = {f"model.{k}": v for k, v in src.state_dict().items()}
         meta = {
-            "format": ARTIFACT_FORMAT, "tessera": tessera.__version__, "machine": machine_fingerprint(),
+            "format": ARTIFACT_FORMAT, "tessera": tessera.__version__, "machine": machine_fingerprint(self.target),
+            "target": self.target.name if not self.target.native else "host",
             "example_shape": list(self.example_shape), "threads": self.threads,
             "zoo": getattr(src, "tessera_zoo", None),
             "external": getattr(src, "tessera_external", None),
@@ -152,11 +169,13 @@ class CompiledModel(nn.Module):
 
 def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: bool = True,
             network: bool | None = None, log=None, _decisions=None, _force=None,
-            _network_params=None) -> CompiledModel:
+            _network_params=None, target: str | Target | None = None) -> CompiledModel:
     """Compile ``model`` for inputs shaped like ``example_inputs`` (a tensor or a 1-tuple of one).
 
     Each conv's sparsity is read from its weights; pattern / connectivity layers get generated C kernels when
-    they measure faster than torch on this machine, every other layer keeps running in torch.
+    they measure faster than torch on this machine, every other layer keeps running in torch. ``target``: what
+    the kernels are built for ("host" by default, or $TESSERA_TARGET; any target this CPU runs, e.g.
+    "x86-avx2" or "portable" — see :func:`tessera.compiler.target.list_targets`).
 
     >>> import torch, tessera
     >>> from tessera.models import create_model
@@ -170,7 +189,7 @@ def compile(model: nn.Module, example_inputs, threads: int | None = None, tune: 
     model.eval()
     compiled = compile_graph(model, example, threads, tune, force=_force, decisions=_decisions,
                              network=network if tune or network is not None else False, log=log,
-                             network_params=_network_params)
+                             network_params=_network_params, target=target)
     model.train(was_training)
     return CompiledModel(compiled, model, example.shape, int(threads or torch.get_num_threads())).eval()
 
@@ -205,7 +224,8 @@ def load(path: str | Path, model: nn.Module | str | None = None, threads: int | 
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     except RuntimeError as exc:
         raise CheckpointError(f"{path} does not fit the given model ({str(exc).splitlines()[0]})") from None
-    same = meta.get("machine") == machine_fingerprint() and meta.get("tessera") == tessera.__version__
+    target = meta.get("target", "host")
+    same = meta.get("machine") == machine_fingerprint(get_target(target)) and meta.get("tessera") == tessera.__version__
     threads = threads or meta.get("threads")
     if not same:
         warnings.warn(f"tessera: {path} was compiled on {meta.get('machine')} with tessera {meta.get('tessera')}; "
@@ -214,7 +234,7 @@ def load(path: str | Path, model: nn.Module | str | None = None, threads: int | 
     example = torch.zeros(meta["example_shape"])
     return compile(model, example, threads=threads, _decisions=decisions,
                    network=meta.get("network") if decisions is not None else None,
-                   _network_params=meta.get("network_params") if decisions is not None else None)
+                   _network_params=meta.get("network_params") if decisions is not None else None, target=target)
 
 
 def _bytes(b: dict | None) -> str:
