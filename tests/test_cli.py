@@ -83,6 +83,27 @@ def test_compile_and_bench_cli(tmp_path, capsys):
     assert "tessera" in text and "torch" in text
 
 
+def test_export_cli(tmp_path, capsys):
+    """A factory model exported for the portable target, built and checked against torch in one command; a bad
+    target is a one-line error before any work; a foreign target without --check says how to cross-build."""
+    (tmp_path / "net.py").write_text(NET_PY)
+    spec = f"{tmp_path / 'net.py'}:build"
+    out = tmp_path / "lib"
+    assert main(["export", spec, str(out), "--input-shape", "1,3,16,16", "--target", "portable", "--check",
+                 "--threads", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "exported" in text and "relative error vs torch" in text
+    assert float(text.split("relative error vs torch ")[1].split()[0]) <= 1e-5
+    assert (out / "model.h").exists() and (out / "tessera_main").exists()
+    assert main(["export", spec, str(tmp_path / "arm"), "--input-shape", "1,3,16,16", "--target", "aarch64-neon",
+                 "--threads", "1", "--quiet"]) == 0
+    assert "CC=aarch64-linux-gnu-gcc" in capsys.readouterr().out
+    assert main(["export", spec, str(tmp_path / "x"), "--input-shape", "1,3,16,16", "--target", "z80"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'z80'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()
+
+
 def test_compile_cli_errors(tmp_path, capsys):
     assert main(["compile", str(tmp_path / "missing.safetensors")]) == 2
     assert "does not exist" in capsys.readouterr().err

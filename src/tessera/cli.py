@@ -83,7 +83,7 @@ def _compile(args) -> int:
     model, _, meta = _load_any(args.model, args.threads, args.weights)
     shape = _shape(args.input_shape, meta)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
-    cm = tessera.compile(model, torch.randn(shape), threads=args.threads, log=log)
+    cm = tessera.compile(model, torch.randn(shape), threads=args.threads, log=log, target=args.target)
     print(cm.report())
     from tessera.models.external import is_spec
 
@@ -143,6 +143,40 @@ def _bench(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    import torch
+
+    import tessera
+    from tessera.compiler.export import build_export, run_export
+    from tessera.compiler.target import get_target
+
+    target = get_target(args.target)  # a bad name fails before any compile
+    model, cm, meta = _load_any(args.model, args.threads, args.weights)
+    if cm is None:
+        shape = _shape(args.input_shape, meta)
+        log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
+        cm = tessera.compile(model, torch.randn(shape), threads=args.threads, network=True, log=log)
+    info = cm.export(args.output, target=target, threads=args.fixed_threads)
+    print(f"exported {info.directory} for {target.name}: weights {info.weights_bytes} bytes, workspace "
+          f"{info.workspace_bytes} bytes; kernel parameters: {info.parameters}")
+    if args.check:
+        command = build_export(info.directory, target)
+        x = torch.randn(2, *info.input_shape)
+        y, _ = run_export(command, x, info.output_shape)
+        with torch.no_grad():
+            ref = model.eval()(x)
+        err = float((y - ref).norm() / ref.norm().clamp_min(1e-30))
+        print(f"built and ran {' '.join(command)}: relative error vs torch {err:.1e}")
+        if err > 1e-4:
+            print("tessera: error: the exported library disagrees with torch; please report this model",
+                  file=sys.stderr)
+            return 1
+    else:
+        print(f"build it: make -C {info.directory}" + (" CC=aarch64-linux-gnu-gcc" if target.arch == "aarch64"
+                                                       and not target.runs_here() else ""))
+    return 0
+
+
 def _list(args) -> int:
     if args.what == "models":
         from tessera.models import list_models
@@ -172,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", help="N,C,H,W of the inputs (default: recorded by `tessera prune`)")
     p.add_argument("--threads", type=int, help="threads for the kernels (default: torch's)")
     p.add_argument("--output", help="artifact path (default: MODEL with .tsr)")
+    p.add_argument("--target", help="what to build for: host (default, or $TESSERA_TARGET), x86-avx2, portable, ... "
+                                    "(a target this CPU runs; use `tessera export` for others)")
     p.add_argument("--quiet", action="store_true", help="no per-layer log")
     p.set_defaults(func=_compile)
     p = sub.add_parser("bench", help="time torch vs the compiled model (and ONNX Runtime with --onnx)",
@@ -183,6 +219,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=20, help="interleaved timing rounds (default 20)")
     p.add_argument("--onnx", action="store_true", help="also time ONNX Runtime (needs onnxruntime)")
     p.set_defaults(func=_bench)
+    p = sub.add_parser("export", help="write a standalone C library of the compiled model for a target",
+                       epilog="example: tessera export model.tsr build/resnet18-arm --target aarch64-neon --check")
+    p.add_argument("model", help="compiled artifact .tsr, pruned model .safetensors, or package.module:factory")
+    p.add_argument("output", help="directory to write (replaced when it holds an earlier export)")
+    p.add_argument("--target", default="host", help="host (default), x86-avx512, x86-avx2, aarch64-neon or portable")
+    p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
+    p.add_argument("--input-shape", help="N,C,H,W of the inputs (default: recorded in the file)")
+    p.add_argument("--threads", type=int, help="threads for compiling and tuning here (default: torch's)")
+    p.add_argument("--fixed-threads", type=int, default=0,
+                   help="bake a team size into the library (default 0: OpenMP's, OMP_NUM_THREADS)")
+    p.add_argument("--check", action="store_true",
+                   help="build it (cross compiler and qemu for another architecture) and compare with torch")
+    p.add_argument("--quiet", action="store_true", help="no per-layer log")
+    p.set_defaults(func=_export)
     p = sub.add_parser("list", help="list registered models or sparsity schemes")
     p.add_argument("what", choices=["models", "schemes"])
     p.set_defaults(func=_list)

@@ -318,8 +318,8 @@ int main(int argc, char **argv) {
 """
 
 MAKEFILE = """# Built by tessera for target @TARGET@. `make` builds libtessera_model.a and tessera_main;
-# `make OPENMP=0` without OpenMP (one thread); cross: `make CC=aarch64-linux-gnu-gcc`; `make OPT=-O2` for a
-# quicker build.
+# `make shared` a shared library; `make OPENMP=0` without OpenMP (one thread);
+# cross: `make CC=aarch64-linux-gnu-gcc`; `make OPT=-O2` for a quicker build.
 CC ?= cc
 AR ?= ar
 OPT ?= -O3
@@ -343,10 +343,15 @@ libtessera_model.a: model.o weights.o
 tessera_main: main.c libtessera_model.a
 \t$(CC) $(ALL_CFLAGS) main.c libtessera_model.a -lm -o $@
 
-clean:
-\trm -f model.o weights.o libtessera_model.a tessera_main
+# a shared library (dlopen from an app, ctypes from Python)
+shared: libtessera_model.so
+libtessera_model.so: model.c weights.c model.h weights.bin
+\t$(CC) $(ALL_CFLAGS) -fPIC -shared model.c weights.c -lm -o $@
 
-.PHONY: all clean
+clean:
+\trm -f model.o weights.o libtessera_model.a libtessera_model.so tessera_main
+
+.PHONY: all clean shared
 """
 
 CMAKE = """cmake_minimum_required(VERSION 3.13)
@@ -389,14 +394,16 @@ def cross_tools(target: Target) -> tuple[str, list[str]]:
     return cc, [qemu, "-L", f"/usr/{target.arch}-linux-gnu"]
 
 
-def build_export(directory: str | Path, target: Target, opt: str = "-O3", openmp: bool = True) -> list[str]:
-    """``make`` the export in ``directory`` with the compiler for ``target``; the command that runs its
-    ``tessera_main`` here (under qemu for a foreign architecture)."""
+def build_export(directory: str | Path, target: Target, opt: str = "-O3", openmp: bool = True,
+                 goals: tuple[str, ...] = ()) -> list[str]:
+    """``make`` the export in ``directory`` (its default goals, or ``goals``) with the compiler for ``target``;
+    the command that runs its ``tessera_main`` here (under qemu for a foreign architecture)."""
     import subprocess
 
     d = Path(directory)
     cc, runner = cross_tools(target)
-    cmd = ["make", "-C", str(d), f"CC={cc}", f"OPT={opt}", f"OPENMP={int(openmp)}", "-j2", "--no-print-directory"]
+    cmd = ["make", "-C", str(d), f"CC={cc}", f"OPT={opt}", f"OPENMP={int(openmp)}", "-j2", "--no-print-directory",
+           *goals]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise CompileError(f"building the export failed: {proc.stderr.strip().splitlines()[-3:]}")
