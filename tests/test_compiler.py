@@ -203,7 +203,7 @@ def test_every_tuning_candidate_matches_torch(case, relu):
     """Every candidate the tuner may pick — per-pattern loops and channel-blocked tap lists — is exact."""
     from tessera.compiler.geometry import ConvGeometry
     from tessera.compiler.kernel import LayerLibrary
-    from tessera.compiler.tune import candidates
+    from tessera.compiler.kernels import conv_candidates as candidates
 
     k, kind, cin, cout, stride, pad, h, w, batch, bias, seed = case
     g = torch.Generator().manual_seed(seed)
@@ -341,7 +341,7 @@ def test_stride1_rows_share_one_zero_column_and_tiles_fit_them():
     """A 3x3 pad-1 conv on 7 columns runs on rows of 8 (the zero column between rows is both borders), so its 49
     outputs take 7 vectors and the fitted tile is exactly those 7 (rows of 9 needed 8 vectors, 15 wasted)."""
     from tessera.compiler.geometry import ConvGeometry, padded_pitch, padded_plane
-    from tessera.compiler.tune import fitted_tile
+    from tessera.compiler.kernels.channel_blocked import fitted_tile
 
     g = ConvGeometry(512, 512, 7, 7, 3, 3, 1, 1, 1)
     assert (g.wph, g.wide, g.plane) == (8, 56, 9 * 8) and g.plane == padded_plane(7, 7) and padded_pitch(7) == 8

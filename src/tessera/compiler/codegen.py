@@ -89,13 +89,13 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         self.in_layout = in_layout or padded_layout(geom.h, geom.w)
         self.out_layout = out_layout or padded_layout(self.g.ho, self.g.wo)
 
-    def _omp_for(self, schedule: str = "static", compute: bool = False) -> str:
+    def omp_for(self, schedule: str = "static", compute: bool = False) -> str:
         """A worksharing loop's pragma: ``nowait`` when the caller's sync joins the threads instead, or for the
         layer's compute loop when nothing after it needs a barrier."""
         wait = self.sync or (compute and self.no_barrier)
         return f"#pragma omp for schedule({schedule})" + (" nowait" if wait else "")
 
-    def _join(self, compute: bool = False) -> str:
+    def join(self, compute: bool = False) -> str:
         """What follows a worksharing loop: the caller's sync statement, or nothing (the loop's own barrier)."""
         return "" if not self.sync or (compute and self.no_barrier) else f"\n        {self.sync}"
 
@@ -179,7 +179,7 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         return sorted({divmod(self.tap_place(t)[0] // g.phase_stride, s) if self.k.shift and s > 1
                        else (dy % s, dx % s) for pat in self.p.patterns for t in pat for dy, dx in (divmod(t, g.kw),)})
 
-    def _prep(self, name: str = "prep") -> str:
+    def prep(self, name: str = "prep") -> str:
         g = self.g
         s = g.stride
         if self.in_place or self.input_view:
@@ -201,15 +201,15 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
             }}""")
         nl = "\n"
         shifted = "".join(f"""
-    {self._omp_for()}  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
+    {self.omp_for()}  /* copy {c}: the input shifted by {c} row(s), so those rows load aligned */
     for (long i = 0; i < {self.copy_stride - c * g.wph}; i++)
-        xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];{self._join()}"""
+        xp[{c * self.copy_stride} + i] = xp[i + {c * g.wph}];{self.join()}"""
                           for c in range(1, self.copies)) if self.copies > 2 else ""
         return f"""
 static void {name}(const float *x, float *xp) {{
     /* interior of the zero-padded, phase-split planes; borders were zeroed once and never change. Rows are
        split across threads, as the conv's tiles are: each thread copies the band of rows it then reads. */
-    {self._omp_for()}
+    {self.omp_for()}
     for (int iy = 0; iy < {g.h}; iy++) {{
         const int r = iy + {g.pad_h};
         for (int c = 0; c < {g.cin}; c++) {{
@@ -217,32 +217,11 @@ static void {name}(const float *x, float *xp) {{
             float *dst = xp + (long)c * {g.plane};
 {nl.join(copies)}
         }}
-    }}{self._join()}{shifted}
+    }}{self.join()}{shifted}
 }}
 """
 
-    def _pattern_loop(self, q: int, taps: tuple[int, ...]) -> str:
-        """One pattern's kernels: each tap's input vectors are loaded once and feed every filter of the unit."""
-        r, vw, F = self.k.r, self.k.vw, self.p.group
-        plane = self.input_view[0] if self.input_view else self.g.plane
-        lines = [f"        for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{",
-                 f"            const float *s = xt + (long)cidx[k] * {plane};",
-                 f"            const float *wk = wt + (long)k * {F * self.p.tmax};"]
-        for i, tap in enumerate(taps):
-            off = self.g.tap_offset(tap)
-            ws = " ".join(f"const float w{f} = wk[{f * self.p.tmax + i}];" for f in range(F))
-            lines.append(f"            {{ {ws}")
-            for j in range(r):
-                if F == 1:
-                    lines.append(f"              a0_{j} += w0 * ld(s + {off + j * vw});")
-                else:
-                    fmas = " ".join(f"a{f}_{j} += w{f} * x;" for f in range(F))
-                    lines.append(f"              {{ const vf x = ld(s + {off + j * vw}); {fmas} }}")
-            lines.append("            }")
-        lines.append("        }")
-        return "\n".join(lines)
-
-    def _out_rows(self) -> tuple[int, str]:
+    def out_rows(self) -> tuple[int, str]:
         """Floats per output channel, and the C offset of output row ``yo`` in it: the network buffer's layout
         (``padded_io``) or NCHW."""
         if self.padded_io:
@@ -250,7 +229,7 @@ static void {name}(const float *x, float *xp) {{
             return lay.plane, f"{lay.origin} + yo * {lay.pitch}"
         return self.g.ho * self.g.wo, f"yo * {self.g.wo}"
 
-    def _tile_out(self, acc: str, plane: int) -> str:
+    def tile_out(self, acc: str, plane: int) -> str:
         """A scalar epilogue's start: the tile's accumulators to the stack, the filter's bias and output plane."""
         return f"""
         float tmp[{self.tile}] __attribute__((aligned(64)));
@@ -270,7 +249,7 @@ static void {name}(const float *x, float *xp) {{
         copy = f" ({dst})[u + {self._copy_shift}] = v;" if self._copy_shift else ""
         return f"for (int u = {u0}; u < {n}; u++) {{ float v = ({src})[u] + bf;{r}{act} ({dst})[u] = v;{copy} }}"
 
-    def _row_ops(self, n: int, src: str, dst: str, res: str | None) -> str:
+    def row_ops(self, n: int, src: str, dst: str, res: str | None) -> str:
         """Bias, residual, ReLU and the store (both copies) of one output row of ``n`` floats read from the
         stack at ``src``: whole vectors, then a half vector, then scalars. Measured on resnet20's 1x1 stride-2
         shortcut (Zen 5): the same row as a scalar loop for gcc to vectorise took 5.1 us, these ops 3.5 us."""
@@ -287,15 +266,15 @@ static void {name}(const float *x, float *xp) {{
             out.append(self._scalar_row(u, n, src, dst, res))
         return " ".join(out)
 
-    def _epilogue(self, acc: str = "a0_") -> str:
+    def epilogue(self, acc: str = "a0_") -> str:
         g, T = self.g, self.tile
         if self.vector_out:
             return self._vector_epilogue(acc)
-        plane, row = self._out_rows()
+        plane, row = self.out_rows()
         res = f"rb + {row}" if self.residual else None
-        whole = self._row_ops(g.wo, "tmp + j - j0", f"yf + {row}", res)
+        whole = self.row_ops(g.wo, "tmp + j - j0", f"yf + {row}", res)
         part = self._scalar_row(0, "valid", "tmp + j - j0", f"yf + {row} + xo", res and f"{res} + xo")
-        return self._tile_out(acc, plane) + f"""
+        return self.tile_out(acc, plane) + f"""
         const float *rb = {"res + (long)perm[f] * " + str(plane) if self.residual else "0"};
         (void)rb;
         int j0 = t * {T}, j1 = j0 + {T} < {g.wide} ? j0 + {T} : {g.wide};
@@ -354,51 +333,6 @@ static void {name}(const float *x, float *xp) {{
     def tap_offsets(self) -> list[list[int]]:
         return [[self.g.tap_offset(t) for t in pat] for pat in self.p.patterns]
 
-    def _blocked_body(self, name: str) -> str:
-        """Channel-blocked variant: per tile and chunk of filters, channel blocks outermost; each kernel is TMAX
-        (offset, weight) taps read from tables (no per-pattern loops), partial sums kept on the stack."""
-        g, k, p = self.g, self.k, self.p
-        r, vw, T, tmax = k.r, k.vw, self.tile, p.tmax
-        nb = -(-g.cin // k.cblock)
-        fc, nchunk = self.filter_chunks
-        zero = " ".join(f"a0_{j} = z;" for j in range(r))
-        load = " ".join(f"a0_{j} = ld(pf + {j * vw});" for j in range(r))
-        save = " ".join(f"st(pf + {j * vw}, a0_{j});" for j in range(r))
-        fmas = " ".join(f"a0_{j} += wi * ld(s + {j * vw});" for j in range(r))
-        src = "xb" if self.direct else "xp"
-        return self._prep(f"{name}_prep") + f"""
-static {self.signature(name)} {{
-        {name}_prep(xb, xp);
-        const float *xin = {src};
-        const vf z = {{0}};
-        {self._omp_for(compute=True)}
-        for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
-        const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
-        const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
-        const float *xt = xin + (long)t * {T};
-        float part[{fc * T if nb > 1 else vw}] __attribute__((aligned(64)));
-        (void)part;
-        for (int b = 0; b < {nb}; b++) {{
-        for (int f = c0; f < c1; f++) {{
-        float *pf = part + (f - c0) * {T};
-        (void)pf;
-        vf {", ".join(f"a0_{j}" for j in range(r))};
-        if (b == 0) {{ {zero} }} else {{ {load} }}
-        for (int k = gptr[f * {nb} + b]; k < gptr[f * {nb} + b + 1]; k++) {{
-            const int32_t *o = cidx + (long)k * {tmax};
-            const float *w = wt + (long)k * {tmax};
-            #pragma GCC unroll 16
-            for (int i = 0; i < {tmax}; i++) {{ const float *s = xt + o[i]; const float wi = w[i]; {fmas} }}
-        }}
-        if (b < {nb - 1}) {{ {save} }}
-        else {{{self._epilogue("a0_")}
-        }}
-        }}
-        }}
-        }}{self._join(compute=True)}
-}}
-"""
-
     @property
     def nsets(self) -> int:
         """Accumulator sets of the shifted variant: one per column shift a tap reads (see :meth:`tap_place`)."""
@@ -416,175 +350,12 @@ static {self.signature(name)} {{
             return dy * g.wph, dx
         return ((dy % 2) * 2 + (dx + 1) % 2) * g.phase_stride + (dy // 2) * g.wph, (dx + 1) // 2
 
-    def _shifted_taps(self, q: int, n_vec: int, halo: bool) -> str:
-        """One kernel of pattern q: each row it reads is loaded as aligned vectors once, and each tap on that row
-        accumulates into its set; sets d > 0 take one more vector when the tile needs it (the halo)."""
-        taps, g, vw = self.p.patterns[q], self.g, self.k.vw
-        rows: dict[int, list[tuple[int, int]]] = {}
-        for i, t in enumerate(taps):
-            off, d = self.tap_place(t)
-            rows.setdefault(off, []).append((d, i))
-        lines = []
-        for off, lst in sorted(rows.items()):
-            nv = n_vec + 1 if halo and any(d for d, _ in lst) else n_vec
-            c = (off % vw) // (vw // self.copies)  # the copy in which this row starts on a vector boundary
-            base = c * self.copy_stride + off - c * g.wph
-            loads = " ".join(f"const vf x{j} = lda(s + {base + j * vw});" for j in range(nv))
-            fmas = []
-            for d, i in lst:
-                n = n_vec + 1 if halo and d else n_vec
-                fmas.append(f"{{ const float wi = w[{i}]; " + " ".join(f"c{d}_{j} += wi * x{j};" for j in range(n))
-                            + " }")
-            lines.append(f"                {{ {loads} {' '.join(fmas)} }}")
-        return "\n".join(lines)
-
-    def _tight_masks(self) -> tuple[str, dict[tuple[int, int], str], int]:
-        """Lane masks of the tight combine: set 0 (reads column x-1) is cut at every row's first column, the last
-        set (x+1) at its last. A tile starts a row, so vector j's columns repeat with j modulo the vectors a row
-        holds (1 when a vector holds whole rows)."""
-        vw, W = self.k.vw, self.g.wo
-        period = W // vw if W >= vw else 1
-        decl, names = [], {}
-        edges = [(0, 0)] + ([(self.nsets - 1, W - 1)] if self.nsets > 2 else [])  # stride 2: set 1 reads column j
-        for jm in range(period):
-            cols = [(jm * vw + i) % W for i in range(vw)]
-            for d, edge in edges:
-                if edge in cols:
-                    names[(d, jm)] = f"m{d}_{jm}"
-                    lanes = ", ".join("0" if c == edge else "-1" for c in cols)
-                    decl.append(f"const vi m{d}_{jm} = {{{lanes}}};")
-        return " ".join(decl) + " ", names, period
-
-    def _tight_epilogue(self, acc: str) -> str:
-        """Bias, residual and ReLU on whole rows of a tight tile, as explicit vector ops (:meth:`_row_ops`)."""
-        g, T, W = self.g, self.tile, self.g.wo
-        plane, row = self._out_rows()
-        ops = self._row_ops(W, "tmp + j", "d", "rr" if self.residual else None)
-        return self._tile_out(acc, plane) + f"""
-        const int n = {g.wide} - t * {T} < {T} ? {g.wide} - t * {T} : {T};
-        for (int j = 0; j < n; j += {W}) {{
-            const int yo = (t * {T} + j) / {W};
-            float *d = yf + {row};
-            const float *rr = {"res + (long)perm[f] * " + str(plane) + " + " + row if self.residual else "0"};
-            (void)rr;
-            {ops}
-        }}"""
-
-    def _shifted_body(self, name: str) -> str:
-        """dx-shifted accumulators on aligned rows. A tap (dy, dx) adds w * x[p + dy*P + dx] to output p; written
-        as c_dx[q] += w * x[q + dy*P] with q = p + dx, every load is an aligned vector of one input row (the row
-        pitch P is a multiple of VW) and one row load feeds all of a pattern's taps in that row. The three sets
-        are combined once per filter and tile: out[p] = c0[p] + c1[p+1] + c2[p+2]. A tile whose last outputs need
-        c1/c2 beyond it computes one extra vector for those sets (its "halo"). Channel blocks as in
-        ``_blocked_body``; kernels are grouped per (filter, channel block, pattern) so taps stay constants."""
-        g, k, p = self.g, self.k, self.p
-        r, vw, T, tmax, P = k.r, k.vw, self.tile, p.tmax, len(p.patterns)
-        nb = -(-g.cin // k.cblock)
-        fc, nchunk = self.filter_chunks
-        tight = g.tight  # no zero columns: every tile starts a row, taps past an edge are masked, no halo
-        if tight:
-            assert T % g.wo == 0 or vw % g.wo == 0, "tight tiles hold whole rows"
-        ns = self.nsets
-        nacc = [r] * ns if tight else [r] + [r + 1] * (ns - 1)  # sets d > 0 may need the halo vector
-        names = [f"c{d}_{j}" for d in range(ns) for j in range(nacc[d])]
-        zero = " ".join(f"{a} = z;" for a in names)
-        load = " ".join(f"{a} = ld(pf + {i * vw});" for i, a in enumerate(names))
-        save = " ".join(f"st(pf + {i * vw}, {a});" for i, a in enumerate(names))
-        span = (r + 1) * vw
-        temps = ", ".join(f"t{d}[{span + vw}] __attribute__((aligned(64)))" for d in range(ns))
-        if tight:  # out[p] = c0[p-1] & (column > 0) + c1[p] + c2[p+1] & (column < W-1); sets stored a vector in
-            stores = "st(t0, z); " + " ".join(f"st(t{d} + {(j + 1) * vw}, c{d}_{j});"
-                                               for d in range(ns) for j in range(r))
-            decl, mask, period = self._tight_masks()
-
-            def term(d: int, j: int) -> str:
-                v = f"ld(t{d} + {(j + 1) * vw + d - 1})"
-                m = mask.get((d, j % period))
-                return f"(vf)((vi){v} & {m})" if m else v
-            combine = decl + " ".join(f"const vf o_{j} = " + " + ".join(term(d, j) for d in range(ns)) + ";"
-                                      for j in range(r))
-        else:
-            stores = " ".join(f"st(t{d} + {j * vw}, c{d}_{j});" for d in range(ns) for j in range(nacc[d]))
-            combine = " ".join(f"const vf o_{j} = " + " + ".join(f"ld(t{d} + {j * vw + d})" for d in range(ns))
-                               + ";" for j in range(r))
-
-        def loops(halo: bool) -> str:
-            out = []
-            for q in range(P):
-                out.append(f"""            for (int k = gp[{q}]; k < gp[{q + 1}]; k++) {{
-                const float *s = xt + cidx[k];
-                const float *w = wt + (long)k * {tmax};
-{self._shifted_taps(q, r, halo)}
-            }}""")
-            return "\n".join(out)
-
-        if tight:
-            halo, taps = "", loops(False)
-        else:
-            halo = (f"const int pa = t * {T} + {T - 2}, pb = pa + 1;\n        const int halo = (pa < {g.wide} && "
-                    f"pa % {g.wph} < {g.wo}) || (pb < {g.wide} && pb % {g.wph} < {g.wo});")
-            taps = f"        if (halo) {{\n{loops(True)}\n        }} else {{\n{loops(False)}\n        }}"
-        return self._prep(f"{name}_prep") + f"""
-static {self.signature(name)} {{
-        {name}_prep(xb, xp);
-        const vf z = {{0}};
-        {self._omp_for(compute=True)}
-        for (int q = 0; q < {self.ntiles * nchunk}; q++) {{
-        const int t = q / {nchunk}, c0 = (q - t * {nchunk}) * {fc};
-        const int c1 = c0 + {fc} < {p.cout} ? c0 + {fc} : {p.cout};
-        const float *xt = {"xb" if self.in_place else "xp"} + (long)t * {T};
-        {halo}
-        float part[{fc * len(names) * vw if nb > 1 else vw}] __attribute__((aligned(64)));
-        (void)part;
-        for (int b = 0; b < {nb}; b++) {{
-        for (int f = c0; f < c1; f++) {{
-        float *pf = part + (f - c0) * {len(names) * vw};
-        (void)pf;
-        vf {", ".join(names)};
-        if (b == 0) {{ {zero} }} else {{ {load} }}
-        const int32_t *gp = gptr + ((long)f * {nb} + b) * {P};
-{taps}
-        if (b < {nb - 1}) {{ {save} }}
-        else {{
-        float {temps};
-        {stores}
-        {combine}{self._tight_epilogue("o_") if tight else self._epilogue("o_")}
-        }}
-        }}
-        }}
-        }}{self._join(compute=True)}
-}}
-"""
-
     def render_body(self, name: str) -> str:
-        """One image through the layer, as orphaned worksharing loops: call it inside a parallel region."""
-        if self.k.shift:
-            return self._shifted_body(name)
-        if self.k.cblock:
-            return self._blocked_body(name)
-        p, k = self.p, self.k
-        P = len(p.patterns)
-        loops = "\n".join(self._pattern_loop(q, taps) for q, taps in enumerate(p.patterns))
-        F, units = p.group, p.units
-        accs = " ".join(f"vf a{f}_{j} = {{0}};" for f in range(F) for j in range(k.r))
-        epilogues = "\n".join(f"        {{ const int f = u * {F} + {i};{self._epilogue(f'a{i}_')}\n        }}"
-                              for i in range(F))
-        src = "xb" if self.direct else f"xp + {self.input_view[1]}" if self.input_view else "xp"
-        return self._prep(f"{name}_prep") + f"""
-static {self.signature(name)} {{
-        {name}_prep(xb, xp);
-        const float *xin = {src};
-        {self._omp_for("static, 1", compute=True)}
-        for (int q = 0; q < {self.ntiles * units}; q++) {{
-        const int u = q / {self.ntiles}, t = q - u * {self.ntiles};
-        const int32_t *gp = gptr + (long)u * {P};
-        const float *xt = xin + (long)t * {self.tile};
-        {accs}
-{loops}
-{epilogues}
-        }}{self._join(compute=True)}
-}}
-"""
+        """One image through the layer, as orphaned worksharing loops: call it inside a parallel region (the body
+        of the kernel family that owns these parameters)."""
+        from tessera.compiler.kernels import family_of
+
+        return family_of(self.k).render_body(self, name)
 
     def render_function(self, name: str, body: str) -> str:
         """Exported entry point for a batch: one parallel region around the body."""

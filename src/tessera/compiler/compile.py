@@ -20,11 +20,12 @@ from tessera.compiler.formats import pack_conv
 from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.graph import FusedConv, FusedLinear, capture_inputs, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
+from tessera.compiler.kernels import conv_candidates
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.partition import partition
 from tessera.compiler.target import Target, runnable_target
 from tessera.compiler.toolchain import cache_dir, find_compiler
-from tessera.compiler.tune import Decision, candidates, median_ms, row_band_params, tune_layer
+from tessera.compiler.tune import Decision, median_ms, row_band_params, tune_layer
 from tessera.errors import CompileError
 from tessera.io import atomic_write_bytes
 from tessera.sparsity import analyse_conv
@@ -133,7 +134,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         c, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        libs[lay.name] = LayerLibrary(packed, geom, candidates(vw, packed.group, geom, list(packed.patterns)),
+        libs[lay.name] = LayerLibrary(packed, geom, conv_candidates(vw, packed.group, geom, list(packed.patterns)),
                                       m.act, m.residual, target)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))

@@ -49,7 +49,7 @@ def target_params(params_for: dict[str, KernelParams], target: Target) -> tuple[
     else each family's default for that width; and a sentence saying which."""
     fit = {k: v for k, v in params_for.items() if v.vw == target.vector_width}
     if fit == params_for:
-        return fit, "host tuning" if params_for else "family defaults (the model was compiled untuned)"
+        return fit, "host tuning" if params_for else "family defaults (no layer has tuned parameters)"
     if not fit:
         how = f"compile with target={target.name!r} to tune for it" if target.runs_here() else \
             f"{target.name} cannot be measured here"

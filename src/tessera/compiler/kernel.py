@@ -8,8 +8,9 @@ import threading
 import torch
 
 from tessera.compiler.codegen import render_layer
-from tessera.compiler.formats import PackedConv, pack_pattern_blocks, pack_taps
-from tessera.compiler.geometry import ConvGeometry, KernelParams, layer_geometry
+from tessera.compiler.formats import PackedConv
+from tessera.compiler.geometry import ConvGeometry, KernelParams
+from tessera.compiler.kernels import family_of
 from tessera.compiler.target import Target
 from tessera.compiler.toolchain import compile_cached, load_library
 
@@ -21,19 +22,9 @@ def _ptr(t: torch.Tensor | None) -> int | None:
 
 
 def kernel_arrays(packed: PackedConv, geom: ConvGeometry, params: KernelParams) -> list[torch.Tensor]:
-    """The five arrays a generated conv function reads (weights, pointers, indices, filter order, bias): the
-    FKW arrays for per-pattern loops, the channel-blocked tap lists when ``params.cblock`` is set, kernels per
-    (filter, channel block, pattern) for the shifted variant."""
-    if params.shift:
-        wt, ptr, off = pack_pattern_blocks(packed, layer_geometry(geom, params).plane, params.cblock)
-        arrays = (wt, ptr, off, packed.reorder, packed.bias)
-    elif params.cblock:
-        offsets = [[geom.tap_offset(t) for t in pat] for pat in packed.patterns]
-        tl = pack_taps(packed, offsets, geom.plane, params.cblock)
-        arrays = (tl.tw, tl.kptr, tl.toff, packed.reorder, packed.bias)
-    else:
-        arrays = (packed.weights, packed.group_ptr, packed.cin_index, packed.reorder, packed.bias)
-    return [torch.from_numpy(a).contiguous() for a in arrays]
+    """The five arrays a generated conv function reads (weights, pointers, indices, filter order, bias), as the
+    kernel family of ``params`` packs them."""
+    return [torch.from_numpy(a).contiguous() for a in family_of(params).arrays(packed, geom, params)]
 
 
 class GeneratedLibrary:

@@ -43,9 +43,9 @@ from tessera.compiler.geometry import (
 )
 from tessera.compiler.graph import ADD_FUNCS, MUL_FUNCS, FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
+from tessera.compiler.kernels import conv_candidates
 from tessera.compiler.target import Target
 from tessera.compiler.toolchain import compile_cached, load_library
-from tessera.compiler.tune import candidates
 
 _P = ctypes.c_void_p
 _FLATTEN_FN = {torch.flatten}
@@ -257,7 +257,7 @@ class NetworkRenderer:
             packed = pack_conv(m.weight, m.bias, group_sizes=())
         else:
             packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
-        self.conv_plans[node] = packed, geom, kp or candidates(self.vw, packed.group)[1]
+        self.conv_plans[node] = packed, geom, kp or conv_candidates(self.vw, packed.group)[1]
         return self.conv_plans[node]
 
     # -- buffer layouts: the tight layout where every conv that reads a buffer in place wants it ---------------
@@ -570,7 +570,7 @@ class NetworkRenderer:
 
     def _loop(self, loop: str, rows: bool = False) -> str:
         """A worksharing loop of the network body and its join: OpenMP's implicit barrier, or ``nowait`` and the
-        spinning barrier (the same rule as :meth:`ConvRenderer._omp_for` for the convs)."""
+        spinning barrier (the same rule as :meth:`ConvRenderer.omp_for` for the convs)."""
         note = "  /* rows across threads, like the conv tiles */" if rows else ""
         join = f"\n    {self.sync}" if self.sync else ""
         return f"#pragma omp for schedule(static){' nowait' if self.sync else ''}{note}\n    {loop.lstrip()}{join}"

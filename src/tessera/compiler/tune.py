@@ -14,16 +14,9 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.geometry import (
-    ConvGeometry,
-    KernelParams,
-    channel_block,
-    layer_geometry,
-    shift_applies,
-    tight_rows,
-    tight_tile,
-)
+from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.kernel import LayerLibrary
+from tessera.compiler.kernels.channel_blocked import blocked_tiles
 from tessera.compiler.toolchain import cache_dir, find_compiler, flags
 from tessera.io import atomic_write_bytes
 
@@ -96,57 +89,6 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     if use_cache:
         atomic_write_bytes(path, json.dumps(d.to_json()).encode())
     return d
-
-
-def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 4, hi: int = 15) -> int:
-    """Accumulator vectors per tile (lo..hi) that cover the layer's wide rows at the least cost: tiles x (R + 2),
-    padded positions plus a per-tile overhead of about two vectors' work (the tap loop's loads and branches).
-    Measured on 512x7² (63 positions): 8 vectors (1 tile of 64) ran 25% faster than 10 (a tile of 80)."""
-    n = geom.vectors(vw)
-    return min(range(hi, lo - 1, -1), key=lambda r: -(-n // r) * (r + 2))
-
-
-def blocked_tiles(vw: int) -> tuple[int, ...]:
-    """Accumulator vectors per tile of the channel-blocked kernel: measured on Zen 3 (AVX2) and on a Xeon
-    (AVX-512, where 28 vectors never won: 0.58x-0.95x of 14 or 20)."""
-    return (10, 12, 14) if vw == 8 else (8, 14, 20)
-
-
-def candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
-               taps: list[list[int]] | None = None) -> tuple[KernelParams, ...]:
-    """Tile widths to try: accumulator vectors per filter, so that group x R accumulators plus the group's
-    weights and one input vector fit the register file (16 vectors with AVX2, 32 with AVX-512). With the layer's
-    geometry and taps, the channel-blocked kernel joins with three tile widths and the width that covers the
-    layer's rows with the least padding (``fitted_tile``), and the dx-shifted kernel where
-    it applies (measured on Zen 3: best on 128x28² pattern-only and 256x14² at 12%, slower elsewhere)."""
-    if vw == 8:  # measured on Zen 3: the blocked kernel wins on ResNet-18 shapes; R decides the tile waste
-        rs = {1: (6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
-    else:
-        rs = {1: (8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))
-    blocked = blocked_tiles(vw)
-    out = [KernelParams(r, vw) for r in rs]
-    if geom is not None and taps is not None:
-        # a tile never wider than the image (7x7 with AVX-512: 4 vectors, not 14 or 20 of mostly padding)
-        rs_blocked = list(dict.fromkeys(min(r, geom.vectors(vw))
-                                        for r in (*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))))
-        blocks = {r: channel_block(geom, taps, r * vw) for r in rs_blocked}
-        out += [KernelParams(r, vw, cb) for r, cb in blocks.items()]
-        if vw > 8:  # and in one channel block: no partial sums (AVX-512, small images, see shifted below)
-            out += [KernelParams(r, vw, geom.cin) for r, cb in blocks.items() if cb < geom.cin]
-        if shift_applies(geom, group, vw):
-            # AVX2: 4 vectors x 3 sets (+ halo) fill the 16 registers; 2 and 3 never won. AVX-512 (32 registers):
-            # 8 vectors a set, and one channel block (no partial sums) beside the L1-sized one — measured on a
-            # Xeon (48 KB L1d) 256x14² at 12%: 0.36 ms in one block vs 0.52 ms in L1-sized blocks (R=4: 1.03 ms);
-            # 7x7 images run on rows of 8 = half a vector (two input copies, see geometry.shift_copies): 512x7²
-            # 0.68 ms vs 0.99 ms on rows padded to 16 and 0.78 ms for the best unaligned kernel
-            nvec = layer_geometry(geom, KernelParams(4, vw, 1, True)).vectors(vw)
-            rs = [min(r, nvec) for r in ((4,) if vw == 8 else (4, 8))]  # no tile past the image
-            if tight_rows(geom, vw):  # tiles of whole rows (see geometry.tight_rows)
-                rs = [tight_tile(geom, vw, r) for r in rs]
-            for r in dict.fromkeys(rs):
-                cb = channel_block(layer_geometry(geom, KernelParams(r, vw, 1, True)), taps, r * vw)
-                out += [KernelParams(r, vw, c, True) for c in dict.fromkeys((cb, geom.cin) if vw > 8 else (cb,))]
-    return tuple(out)
 
 
 def row_band_params(geom: ConvGeometry, threads: int, vw: int) -> KernelParams:
