@@ -70,6 +70,26 @@ def test_shipped_recipes_parse():
     assert json.dumps(QUICK)
 
 
+def test_run_pipeline_and_resume(tmp_path, capsys):
+    """`tessera run`: prune, compile, time, export and report in one command; run again, it resumes (no epoch is
+    trained twice) and ends the same way."""
+    out = tmp_path / "run"
+    recipe = write(tmp_path, QUICK | {"output": str(out)})
+    assert main(["run", str(recipe), "--quiet", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "accuracy: dense" in text and "faster than torch" in text and "report:" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["ms"]) >= {"torch", "tessera"} and summary["conv_compression"] > 1.5
+    assert (out / "model.tsr").exists() and (out / "report.md").read_text().startswith("# quick")
+    assert (out / "c_library" / "model.h").exists()
+    phases = [out / f"{name}.safetensors" for name in ("baseline", "admm", "retrain")]
+    stamps = [p.stat().st_mtime_ns for p in phases]
+    assert main(["run", str(recipe), "--quiet", "--threads", "1", "--no-export"]) == 0
+    assert "accuracy: dense" in capsys.readouterr().out
+    assert [p.stat().st_mtime_ns for p in phases] == stamps  # every phase resumed complete: nothing retrained
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+
+
 def test_compile_and_bench_cli(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["prune", str(write(tmp_path, QUICK | {"output": str(out)})), "--quiet"]) == 0

@@ -380,7 +380,8 @@ def test_network_in_row_bands_matches_and_survives_save(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     probe = tessera.runtime.compile(m, x, threads=2, network=False, _force="sparse")
     decisions = {p.name: p.decision.to_json() for p in probe.plans}
-    bands = {k: dataclasses.asdict(v) for k, v in _row_bands(SimpleNamespace(plans=probe.plans), 2, 16).items()}
+    bands = _row_bands(SimpleNamespace(plans=probe.plans), 2, host_target())
+    bands = {k: dataclasses.asdict(v) for k, v in bands.items()}
     assert len(bands) >= 19
     cm = tessera.runtime.compile(m, x, threads=2, network=True, _decisions=decisions, _network_params=bands)
     assert cm.network is not None and cm.network_params == bands

@@ -1,6 +1,9 @@
 """The kernel-family registry: every family's candidates, on every target this machine runs, against torch's conv;
 duplicates refused; each parameter set owned by exactly one family."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -30,6 +33,14 @@ def test_registry_lists_and_refuses_duplicates():
     register_family(get_family("shifted"))  # the same family again (a second import) is not a duplicate
 
 
+def test_registry_is_whole_whichever_module_imports_first():
+    """A family module imported on its own (the tuner imports one) must not hide the others from the registry."""
+    code = ("import tessera.compiler.tune, tessera.compiler.compile; from tessera.compiler.kernels import "
+            "list_families, conv_candidates; print(list_families(), len(conv_candidates(16, 1)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("]")[0] + "]" == "['pattern_loops', 'channel_blocked', 'shifted']" and out.split()[-1] == "2"
+
+
 @pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
 @pytest.mark.parametrize("family", ["pattern_loops", "channel_blocked", "shifted"])
 def test_every_family_on_every_target_matches_torch(family, target):
@@ -43,11 +54,12 @@ def test_every_family_on_every_target_matches_torch(family, target):
         bias = torch.randn(cout, generator=g)
         packed = pack_conv(weight, bias)
         geom = ConvGeometry(cin, cout, h, w, 3, 3, s, pad, pad)
-        cands = tuple(get_family(family).candidates(vw, packed.group, geom, list(packed.patterns)))
+        cands = tuple(get_family(family).candidates(vw, packed.group, geom, list(packed.patterns),
+                                                     target.registers))
         if not cands:
             continue
         assert all(family_of(c).name == family for c in cands)
-        assert set(cands) <= set(conv_candidates(vw, packed.group, geom, list(packed.patterns)))
+        assert set(cands) <= set(conv_candidates(vw, packed.group, geom, list(packed.patterns), target.registers))
         layer = LayerLibrary(packed, geom, cands, "relu", True, target)
         x = torch.randn(2, cin, h, w, generator=g)
         ref = F.conv2d(x, weight, bias, s, pad)

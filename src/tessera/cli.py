@@ -35,6 +35,29 @@ def _prune(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    from rich.console import Console
+
+    from tessera.pipeline import run
+    from tessera.pruning.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.output:
+        recipe.output = args.output
+    console = Console()
+    r = run(recipe, threads=args.threads, progress=not args.quiet, log=console.print, export=not args.no_export)
+    ort = r.speedup("onnxruntime")
+    console.print(
+        f"accuracy: dense {r.baseline_acc:.2f}% -> pruned {r.pruned_acc:.2f}% ({r.pruned_acc - r.baseline_acc:+.2f} "
+        f"points); conv weights {r.conv_compression:.2f}x fewer\n"
+        f"speed ({r.threads} threads, batch {r.input_shape[0]}): tessera {r.ms['tessera']:.3f} ms, "
+        f"{r.speedup('torch'):.2f}x faster than torch ({r.ms['torch']:.3f} ms)"
+        + (f", {ort:.2f}x faster than ONNX Runtime ({r.ms['onnxruntime']:.3f} ms)" if ort else
+           " (install onnxruntime to compare with ONNX Runtime)")
+        + f"\nreport: {r.report}")
+    return 0
+
+
 def _shape(text: str | None, meta: dict) -> tuple[int, ...]:
     from tessera.errors import ConfigError
 
@@ -95,49 +118,19 @@ def _compile(args) -> int:
 
 
 def _bench(args) -> int:
-    import statistics
-    import time
-
     import torch
 
     import tessera
     from tessera.report import markdown_table
+    from tessera.runtime.bench import compare
 
     model, cm, meta = _load_any(args.model, args.threads, args.weights)
     shape = _shape(args.input_shape, meta)
     threads = args.threads or torch.get_num_threads()
-    torch.set_num_threads(threads)
     x = torch.randn(shape)
     if cm is None:
         cm = tessera.compile(model, x, threads=threads)
-    model.eval()
-    contenders = {"torch": lambda: model(x), "tessera": lambda: cm(x)}
-    if args.onnx:
-        import io
-
-        import onnxruntime as ort
-
-        buf = io.BytesIO()
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
-        xn = x.numpy()
-        contenders["onnxruntime"] = lambda: sess.run(None, {sess.get_inputs()[0].name: xn})
-    times = {k: [] for k in contenders}
-    with torch.no_grad():
-        for fn in contenders.values():
-            for _ in range(5):
-                fn()
-        for _ in range(args.rounds):  # interleaved rounds: drifts of a noisy machine hit every contender alike
-            for k, fn in contenders.items():
-                time.sleep(0.03)  # let the previous runtime's spinning threads go idle
-                fn()
-                t0 = time.perf_counter()
-                for _ in range(10):
-                    fn()
-                times[k].append((time.perf_counter() - t0) / 10)
-    med = {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    med = compare(model, cm, x, threads, onnx=args.onnx, rounds=args.rounds)
     rows = [[k, f"{v:.3f}", f"{med['torch'] / v:.2f}x"] for k, v in med.items()]
     print(markdown_table(["runtime", f"ms per batch of {shape[0]} ({threads} threads)", "speed-up vs torch"], rows))
     return 0
@@ -197,6 +190,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="override the recipe's output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_prune)
+    p = sub.add_parser("run", help="the whole pipeline: prune, retrain, evaluate, compile, benchmark, export, report",
+                       epilog="example: tessera run recipes/quick.yaml   (run it again to resume)")
+    p.add_argument("recipe", help="YAML recipe, e.g. recipes/quick.yaml")
+    p.add_argument("--output", help="override the recipe's output folder")
+    p.add_argument("--threads", type=int, help="threads for the compiled model and the timing (default: torch's)")
+    p.add_argument("--no-export", action="store_true", help="skip the standalone C library")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
     p = sub.add_parser("compile", help="compile a pruned model into native kernels and save the artifact",
                        epilog="example: tessera compile mypkg.nets:resnet18 --weights pruned.safetensors "
                               "--input-shape 1,3,224,224")

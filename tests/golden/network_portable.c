@@ -165,29 +165,27 @@ static void conv1(const float *xb, float *yb, const float *res, const float *res
         conv1_prep(xb, xp);
         const float *xin = xp;
         #pragma omp for schedule(static, 1) nowait
-        for (int q = 0; q < 6; q++) {
-        const int u = q / 3, t = q - u * 3;
+        for (int q = 0; q < 10; q++) {
+        const int u = q / 5, t = q - u * 5;
         const int32_t *gp = gptr + (long)u * 1;
-        const float *xt = xin + (long)t * 16;
-        vf a0_0 = {0}; vf a0_1 = {0}; vf a0_2 = {0}; vf a0_3 = {0}; vf a1_0 = {0}; vf a1_1 = {0}; vf a1_2 = {0}; vf a1_3 = {0}; vf a2_0 = {0}; vf a2_1 = {0}; vf a2_2 = {0}; vf a2_3 = {0}; vf a3_0 = {0}; vf a3_1 = {0}; vf a3_2 = {0}; vf a3_3 = {0};
+        const float *xt = xin + (long)t * 8;
+        vf a0_0 = {0}; vf a0_1 = {0}; vf a1_0 = {0}; vf a1_1 = {0}; vf a2_0 = {0}; vf a2_1 = {0}; vf a3_0 = {0}; vf a3_1 = {0};
         for (int k = gp[0]; k < gp[1]; k++) {
             const float *s = xt + (long)cidx[k] * 36;
             const float *wk = wt + (long)k * 4;
             { const float w0 = wk[0]; const float w1 = wk[1]; const float w2 = wk[2]; const float w3 = wk[3];
               { const vf x = ld(s + 0); a0_0 += w0 * x; a1_0 += w1 * x; a2_0 += w2 * x; a3_0 += w3 * x; }
               { const vf x = ld(s + 4); a0_1 += w0 * x; a1_1 += w1 * x; a2_1 += w2 * x; a3_1 += w3 * x; }
-              { const vf x = ld(s + 8); a0_2 += w0 * x; a1_2 += w1 * x; a2_2 += w2 * x; a3_2 += w3 * x; }
-              { const vf x = ld(s + 12); a0_3 += w0 * x; a1_3 += w1 * x; a2_3 += w2 * x; a3_3 += w3 * x; }
             }
         }
         { const int f = u * 4 + 0;
-        float tmp[16] __attribute__((aligned(64)));
-        st(tmp + 0, a0_0); st(tmp + 4, a0_1); st(tmp + 8, a0_2); st(tmp + 12, a0_3);
+        float tmp[8] __attribute__((aligned(64)));
+        st(tmp + 0, a0_0); st(tmp + 4, a0_1);
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * 56;
         const float *rb = res + (long)perm[f] * 56;
         (void)rb;
-        int j0 = t * 16, j1 = j0 + 16 < 36 ? j0 + 16 : 36;
+        int j0 = t * 8, j1 = j0 + 8 < 36 ? j0 + 8 : 36;
         for (int j = j0; j < j1; ) {
             int yo = j / 6, xo = j - yo * 6;
             int run = 6 - xo; if (run > j1 - j) run = j1 - j;
@@ -201,13 +199,13 @@ static void conv1(const float *xb, float *yb, const float *res, const float *res
         }
         }
         { const int f = u * 4 + 1;
-        float tmp[16] __attribute__((aligned(64)));
-        st(tmp + 0, a1_0); st(tmp + 4, a1_1); st(tmp + 8, a1_2); st(tmp + 12, a1_3);
+        float tmp[8] __attribute__((aligned(64)));
+        st(tmp + 0, a1_0); st(tmp + 4, a1_1);
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * 56;
         const float *rb = res + (long)perm[f] * 56;
         (void)rb;
-        int j0 = t * 16, j1 = j0 + 16 < 36 ? j0 + 16 : 36;
+        int j0 = t * 8, j1 = j0 + 8 < 36 ? j0 + 8 : 36;
         for (int j = j0; j < j1; ) {
             int yo = j / 6, xo = j - yo * 6;
             int run = 6 - xo; if (run > j1 - j) run = j1 - j;
@@ -221,13 +219,13 @@ static void conv1(const float *xb, float *yb, const float *res, const float *res
         }
         }
         { const int f = u * 4 + 2;
-        float tmp[16] __attribute__((aligned(64)));
-        st(tmp + 0, a2_0); st(tmp + 4, a2_1); st(tmp + 8, a2_2); st(tmp + 12, a2_3);
+        float tmp[8] __attribute__((aligned(64)));
+        st(tmp + 0, a2_0); st(tmp + 4, a2_1);
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * 56;
         const float *rb = res + (long)perm[f] * 56;
         (void)rb;
-        int j0 = t * 16, j1 = j0 + 16 < 36 ? j0 + 16 : 36;
+        int j0 = t * 8, j1 = j0 + 8 < 36 ? j0 + 8 : 36;
         for (int j = j0; j < j1; ) {
             int yo = j / 6, xo = j - yo * 6;
             int run = 6 - xo; if (run > j1 - j) run = j1 - j;
@@ -241,13 +239,13 @@ static void conv1(const float *xb, float *yb, const float *res, const float *res
         }
         }
         { const int f = u * 4 + 3;
-        float tmp[16] __attribute__((aligned(64)));
-        st(tmp + 0, a3_0); st(tmp + 4, a3_1); st(tmp + 8, a3_2); st(tmp + 12, a3_3);
+        float tmp[8] __attribute__((aligned(64)));
+        st(tmp + 0, a3_0); st(tmp + 4, a3_1);
         const float bf = bias[f];
         float *yf = yb + (long)perm[f] * 56;
         const float *rb = res + (long)perm[f] * 56;
         (void)rb;
-        int j0 = t * 16, j1 = j0 + 16 < 36 ? j0 + 16 : 36;
+        int j0 = t * 8, j1 = j0 + 8 < 36 ? j0 + 8 : 36;
         for (int j = j0; j < j1; ) {
             int yo = j / 6, xo = j - yo * 6;
             int run = 6 - xo; if (run > j1 - j) run = j1 - j;

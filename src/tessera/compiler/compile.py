@@ -134,7 +134,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         c, _, h, w = m.in_shape
         geom = ConvGeometry(packed.cin, packed.cout, h, w, packed.kh, packed.kw, m.stride[0], m.padding[0],
                             m.padding[1])
-        libs[lay.name] = LayerLibrary(packed, geom, conv_candidates(vw, packed.group, geom, list(packed.patterns)),
+        libs[lay.name] = LayerLibrary(packed, geom, conv_candidates(vw, packed.group, geom, list(packed.patterns),
+                                                                      target.registers),
                                       m.act, m.residual, target)
     with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), libs.values()))
@@ -207,14 +208,14 @@ class Compiled:
         return self.graph if self.segmented is None else self.segmented
 
 
-def _row_bands(out: Compiled, threads: int, vw: int) -> dict[str, KernelParams]:
+def _row_bands(out: Compiled, threads: int, target: Target) -> dict[str, KernelParams]:
     """Every conv of the network split across threads by rows (see :func:`row_band_params`)."""
     params = {}
     for p in out.plans:
         if len(p.weight_shape) == 4 and len(p.in_shape) == 4 and p.stride[0] == p.stride[1]:
             co, ci, kh, kw = p.weight_shape
             geom = ConvGeometry(ci, co, p.in_shape[2], p.in_shape[3], kh, kw, p.stride[0], *p.padding)
-            params[p.name] = row_band_params(geom, threads, vw)
+            params[p.name] = row_band_params(geom, threads, target.vector_width, target.registers)
     return params
 
 
@@ -239,7 +240,7 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, target: 
     else:
         variants = {"per-layer tiles": params_for}
         if threads > 1 and forced is None:
-            variants["row bands"] = {**params_for, **_row_bands(out, threads, target.vector_width)}
+            variants["row bands"] = {**params_for, **_row_bands(out, threads, target)}
     built: dict[str, NetworkKernel] = {}
     for label, params in variants.items():
         net, _ = build_network(out.graph, params, target, threads)

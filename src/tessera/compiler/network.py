@@ -158,7 +158,7 @@ class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
     def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False,
-                 survey: bool = False, profile: bool = False):
+                 survey: bool = False, profile: bool = False, registers: int | None = None):
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
         every thread has a core of its own: a waiting thread burns its core). ``survey``: do not stop at the
         first node it cannot emit: record it in ``torch_nodes`` (node -> reason), treat its output as arriving
@@ -168,7 +168,7 @@ class NetworkRenderer:
         self.line_nodes: list[fx.Node] = []  # the node each of self.lines belongs to
         self.profiled: list[str] = []  # the table's rows, in order
         self.torch_nodes: dict[fx.Node, str] = {}
-        self.gm, self.params_for, self.vw = gm, params_for, vw
+        self.gm, self.params_for, self.vw, self.registers = gm, params_for, vw, registers
         self.modules = dict(gm.named_modules())
         self.inputs: list[_Buf] = []
         self.outputs: list[_Buf] = []
@@ -257,7 +257,7 @@ class NetworkRenderer:
             packed = pack_conv(m.weight, m.bias, group_sizes=())
         else:
             packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
-        self.conv_plans[node] = packed, geom, kp or conv_candidates(self.vw, packed.group)[1]
+        self.conv_plans[node] = packed, geom, kp or conv_candidates(self.vw, packed.group, registers=self.registers)[1]
         return self.conv_plans[node]
 
     # -- buffer layouts: the tight layout where every conv that reads a buffer in place wants it ---------------
@@ -869,7 +869,7 @@ def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], targ
     """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit. ``spin``:
     the spinning barrier (default: when every thread has a core of this machine)."""
     spin = threads <= (os.cpu_count() or 1) if spin is None else spin
-    r = NetworkRenderer(gm, params_for, target.vector_width, spin=spin, profile=profile)
+    r = NetworkRenderer(gm, params_for, target.vector_width, spin=spin, profile=profile, registers=target.registers)
     r.source = r.render()
     return r
 

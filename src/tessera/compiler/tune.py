@@ -16,6 +16,7 @@ import torch
 from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.kernel import LayerLibrary
+from tessera.compiler.kernels import default_registers
 from tessera.compiler.kernels.channel_blocked import blocked_tiles
 from tessera.compiler.toolchain import cache_dir, find_compiler, flags
 from tessera.io import atomic_write_bytes
@@ -91,14 +92,14 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     return d
 
 
-def row_band_params(geom: ConvGeometry, threads: int, vw: int) -> KernelParams:
+def row_band_params(geom: ConvGeometry, threads: int, vw: int, registers: int | None = None) -> KernelParams:
     """Parameters that split a layer across threads by rows only: a channel-blocked tile whose count is a
     multiple of ``threads``, every filter of a tile on the thread that owns it, one channel block. Inside the
     whole-network function each thread then reads mostly rows it wrote itself in the previous layer. Per layer
     (tuned alone, input in the caller's cache) this is rarely the fastest; for a whole small network it can be
     (Xeon, resnet20 at 2 threads: 0.27 ms vs 0.45 ms with each layer's own best tile)."""
     nvec = geom.vectors(vw)
-    rmax = max(blocked_tiles(vw))
+    rmax = max(blocked_tiles(registers or default_registers(vw)))
     k = 1
     while -(-nvec // (threads * k)) > rmax:
         k += 1

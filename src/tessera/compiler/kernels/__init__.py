@@ -30,10 +30,10 @@ class ConvFamily(Protocol):
     def owns(self, params: KernelParams) -> bool:
         """Whether ``params`` select this family (each parameter set belongs to exactly one)."""
 
-    def candidates(self, vw: int, group: int, geom: ConvGeometry | None,
-                   taps: list[list[int]] | None) -> list[KernelParams]:
-        """Parameters to try on a layer of ``geom`` with ``taps`` per pattern (none when it does not apply);
-        without a geometry, only what any layer can run."""
+    def candidates(self, vw: int, group: int, geom: ConvGeometry | None, taps: list[list[int]] | None,
+                   registers: int) -> list[KernelParams]:
+        """Parameters to try on a layer of ``geom`` with ``taps`` per pattern (none when it does not apply) with
+        ``vw``-float vectors and ``registers`` vector registers; without a geometry, what any layer can run."""
 
     def arrays(self, packed: PackedConv, geom: ConvGeometry, params: KernelParams) -> tuple[np.ndarray, ...]:
         """The five tables the generated function reads: weights, pointers, indices, filter order, bias."""
@@ -58,10 +58,12 @@ def register_family(family: ConvFamily) -> ConvFamily:
 
 
 def _load() -> dict[str, ConvFamily]:
-    if not _FAMILIES:
-        for m in FAMILY_MODULES:
-            importlib.import_module(f"{__name__}.{m}")
-    return _FAMILIES
+    """The registry in the tuner's order: the built-in families as :data:`FAMILY_MODULES` lists them (whichever
+    module was imported first), then any registered from elsewhere."""
+    for m in FAMILY_MODULES:
+        importlib.import_module(f"{__name__}.{m}")
+    order = {name: i for i, name in enumerate(FAMILY_MODULES)}
+    return dict(sorted(_FAMILIES.items(), key=lambda kv: order.get(kv[0], len(order))))
 
 
 def list_families() -> list[str]:
@@ -79,7 +81,15 @@ def family_of(params: KernelParams) -> ConvFamily:
     return owners[0]
 
 
-def conv_candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None,
-                    taps: list[list[int]] | None = None) -> tuple[KernelParams, ...]:
-    """Every family's candidates for a layer, in registry order."""
-    return tuple(p for f in _load().values() for p in f.candidates(vw, group, geom, taps))
+def default_registers(vw: int) -> int:
+    """Vector registers of the x86 ISA with ``vw``-float vectors (AVX2: 16, AVX-512: 32), for callers that know
+    only the width."""
+    return 16 if vw == 8 else 32
+
+
+def conv_candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None, taps: list[list[int]] | None = None,
+                    registers: int | None = None) -> tuple[KernelParams, ...]:
+    """Every family's candidates for a layer, in registry order (``registers``: the target's; default
+    :func:`default_registers`)."""
+    regs = registers or default_registers(vw)
+    return tuple(p for f in _load().values() for p in f.candidates(vw, group, geom, taps, regs))

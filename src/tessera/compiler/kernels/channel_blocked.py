@@ -17,10 +17,10 @@ def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 4, hi: int = 15) -> int:
     return min(range(hi, lo - 1, -1), key=lambda r: -(-n // r) * (r + 2))
 
 
-def blocked_tiles(vw: int) -> tuple[int, ...]:
-    """Accumulator vectors per tile: measured on Zen 3 (AVX2) and on a Xeon (AVX-512, where 28 vectors never won:
-    0.58x-0.95x of 14 or 20)."""
-    return (10, 12, 14) if vw == 8 else (8, 14, 20)
+def blocked_tiles(registers: int) -> tuple[int, ...]:
+    """Accumulator vectors per tile with 16 or 32 vector registers: measured on Zen 3 (AVX2) and on a Xeon
+    (AVX-512, where 28 vectors never won: 0.58x-0.95x of 14 or 20)."""
+    return (10, 12, 14) if registers <= 16 else (8, 14, 20)
 
 
 class ChannelBlocked:
@@ -29,13 +29,13 @@ class ChannelBlocked:
     def owns(self, params: KernelParams) -> bool:
         return bool(params.cblock) and not params.shift
 
-    def candidates(self, vw, group, geom, taps) -> list[KernelParams]:
+    def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
         """Three tile widths and the one that covers the layer's rows with the least padding, never wider than the
         image (7x7 with AVX-512: 4 vectors, not 14 or 20 of mostly padding); with AVX-512 also in one channel
         block (no partial sums: small images)."""
         if geom is None or taps is None:
             return []
-        blocked = blocked_tiles(vw)
+        blocked = blocked_tiles(registers)
         widths = (*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))
         rs = list(dict.fromkeys(min(r, geom.vectors(vw)) for r in widths))
         blocks = {r: channel_block(geom, taps, r * vw) for r in rs}

@@ -14,10 +14,10 @@ class PatternLoops:
     def owns(self, params: KernelParams) -> bool:
         return not params.cblock and not params.shift
 
-    def candidates(self, vw, group, geom, taps) -> list[KernelParams]:
+    def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
         """Accumulator vectors per filter, so that group x R accumulators plus the group's weights and one input
-        vector fit the register file (16 vectors with AVX2, 32 with AVX-512)."""
-        if vw == 8:  # measured on Zen 3: R decides the tile waste
+        vector fit the register file (16 vectors: AVX2, SSE; 32: AVX-512, NEON)."""
+        if registers <= 16:  # measured on Zen 3 (AVX2): R decides the tile waste
             rs = {1: (6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
         else:
             rs = {1: (8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))

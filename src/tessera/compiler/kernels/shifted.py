@@ -23,8 +23,8 @@ class Shifted:
     def owns(self, params: KernelParams) -> bool:
         return params.shift
 
-    def candidates(self, vw, group, geom, taps) -> list[KernelParams]:
-        """AVX2: 4 vectors x 3 sets (+ halo) fill the 16 registers; 2 and 3 never won. AVX-512 (32 registers):
+    def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
+        """16 registers (AVX2): 4 vectors x 3 sets (+ halo) fill them; 2 and 3 never won. 32 (AVX-512, NEON):
         8 vectors a set, and one channel block (no partial sums) beside the L1-sized one — measured on a Xeon
         (48 KB L1d) 256x14² at 12%: 0.36 ms in one block vs 0.52 ms in L1-sized blocks (R=4: 1.03 ms); 7x7 images
         run on rows of 8 = half a vector (two input copies, see geometry.shift_copies): 512x7² 0.68 ms vs 0.99 ms
@@ -32,7 +32,7 @@ class Shifted:
         if geom is None or taps is None or not shift_applies(geom, group, vw):
             return []
         nvec = layer_geometry(geom, KernelParams(4, vw, 1, True)).vectors(vw)
-        rs = [min(r, nvec) for r in ((4,) if vw == 8 else (4, 8))]  # no tile past the image
+        rs = [min(r, nvec) for r in ((4,) if registers <= 16 else (4, 8))]  # no tile past the image
         if tight_rows(geom, vw):  # tiles of whole rows (see geometry.tight_rows)
             rs = [tight_tile(geom, vw, r) for r in rs]
         out = []
