@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
-RECIPE ?= recipes/patdnn-8x.yaml
+RECIPE ?= recipes/quick.yaml
 
 .PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library bench-real \
 	setup-deepsparse setup-mnn
@@ -20,7 +20,7 @@ data:
 	bash scripts/install-data.sh
 
 demo: setup data
-	$(VENV)/bin/tessera prune $(RECIPE)
+	$(VENV)/bin/tessera run $(RECIPE)
 
 test: setup
 	$(PY) -m pytest

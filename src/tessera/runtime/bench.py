@@ -9,6 +9,8 @@ import time
 import torch
 from torch import nn
 
+from tessera.compiler.tune import warm_up
+
 
 def ort_call(model: nn.Module, x: torch.Tensor, threads: int):
     """A call of ONNX Runtime (dense, all graph optimisations) on the model exported to ONNX; None when
@@ -51,7 +53,7 @@ def compare(model: nn.Module, compiled, x: torch.Tensor, threads: int, onnx: boo
         for i in range(rounds):
             for k, fn in fns.items():
                 time.sleep(0.03)  # let the previous runtime's spinning threads go idle
-                fn()
+                warm_up(fn, 0.01)  # then this one's threads, caches and the core's clock back up
                 t0 = time.perf_counter()
                 for _ in range(10):
                     fn()
