@@ -41,11 +41,12 @@ def test_prune_end_to_end(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("patch, match", [
-    ({"pruning": {**QUICK["pruning"], "lr": 0.1}}, "unknown key recipe.pruning.lr"),
+    ({"pruning": {**QUICK["pruning"], "lr": 0.1}}, "pruning.lr: unknown key"),
     ({"pruning": {**QUICK["pruning"], "defaults": {"scheme": "pattern_connectivity", "keep": 1.5}}}, r"\(0, 1\]"),
     ({"pruning": {**QUICK["pruning"], "targets": [{"name": "conv9"}]}}, "matches no layer"),
     ({"data": {"name": "fashion_mnist", "root": "/nonexistent"}}, "dataset-fashion-mnist"),
-    ({"pruning": {**QUICK["pruning"], "retrain": {"epochs": 1, "distill": 1.5}}}, r"distill must be in \[0, 1\]"),
+    ({"pruning": {**QUICK["pruning"], "retrain": {"epochs": 1, "distill": 1.5}}},
+     r"pruning.retrain.distill: input should be less than or equal to 1 \(got 1.5\)"),
     ({"pruning": {**QUICK["pruning"], "algorithm": "oneshot",
                   "defaults": {"scheme": "pattern", "num_patterns": 4, "library": "learn"}}},
      "needs pruning.algorithm admm"),
@@ -60,6 +61,44 @@ def test_bad_recipes_fail_with_one_line_and_write_nothing(tmp_path, capsys, patc
 
     assert re.search(match, err), err
     assert not (out / "model.safetensors").exists()
+
+
+def test_recipe_problems_are_all_listed_with_paths(tmp_path, capsys):
+    bad = QUICK | {"seeed": 1, "model": {"name": "vgg_tiny", "args": []},
+                   "pruning": {**QUICK["pruning"], "algorithm": "admmm",
+                               "retrain": {"epochs": "two", "lr": -0.1, "schedule": "linear"}}}
+    assert main(["prune", str(write(tmp_path, bad)), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "6 problems in the recipe" in err, err
+    for where in ("seeed: unknown key", "model.args: input should be a valid dictionary",
+                  "pruning.algorithm: input should be 'admm', 'gradual' or 'oneshot' (got 'admmm')",
+                  "pruning.retrain.epochs: input should be a valid integer", "pruning.retrain.lr: input should be "
+                  "greater than 0 (got -0.1)", "pruning.retrain.schedule: input should be 'onecycle', 'cosine' or "
+                  "'constant'"):
+        assert where in err, where
+    for text, message in (("", "is empty"), ("- 1\n- 2\n", "a recipe is a mapping"), ("{}", "recipe is empty")):
+        path = tmp_path / "r2.yaml"
+        path.write_text(text)
+        assert main(["prune", str(path)]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_sections_keep_their_own_defaults():
+    """A recipe that sets only the ADMM epochs keeps the ADMM phase's lr and schedule (not TrainConfig's)."""
+    from tessera.pruning.recipe import recipe_from_dict
+
+    r = recipe_from_dict({"name": "x", "pruning": {"admm": {"train": {"epochs": 7}}}})
+    assert (r.pruning.admm.train.epochs, r.pruning.admm.train.lr, r.pruning.admm.train.schedule) == (7, 0.01, "cosine")
+    assert r.pruning.retrain.lr == 0.01 and r.baseline.train.lr == 0.05
+
+
+def test_schema_command(tmp_path, capsys):
+    assert main(["schema", "--output", str(tmp_path / "s.json")]) == 0
+    schema = json.loads((tmp_path / "s.json").read_text())
+    train = schema["$defs"]["TrainConfig"]["properties"]
+    assert train["lr"]["exclusiveMinimum"] == 0 and train["schedule"]["enum"] == ["onecycle", "cosine", "constant"]
+    assert schema["additionalProperties"] is False
+    assert main(["schema"]) == 0 and json.loads(capsys.readouterr().out.split("\n", 1)[1])
 
 
 def test_shipped_recipes_parse():

@@ -170,6 +170,22 @@ def _export(args) -> int:
     return 0
 
 
+def _schema(args) -> int:
+    from tessera.pruning.recipe import recipe_schema
+
+    text = json.dumps(recipe_schema(), indent=2) + "\n"
+    if args.output:
+        from pathlib import Path
+
+        from tessera.io import atomic_write_bytes
+
+        atomic_write_bytes(Path(args.output), text.encode())
+        print(f"recipe JSON Schema written to {args.output}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def _list(args) -> int:
     if args.what == "models":
         from tessera.models import list_models
@@ -234,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build it (cross compiler and qemu for another architecture) and compare with torch")
     p.add_argument("--quiet", action="store_true", help="no per-layer log")
     p.set_defaults(func=_export)
+    p = sub.add_parser("schema", help="print the JSON Schema of a recipe (for editors' completion and checks)",
+                       epilog="example: tessera schema --output recipe.schema.json")
+    p.add_argument("--output", help="write it to this file instead of printing it")
+    p.set_defaults(func=_schema)
     p = sub.add_parser("list", help="list registered models or sparsity schemes")
     p.add_argument("what", choices=["models", "schemes"])
     p.set_defaults(func=_list)

@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt
 from torch import nn
 
 from tessera.errors import ConfigError
@@ -32,11 +34,12 @@ from tessera.sparsity.patterns import pattern_usage, shrink_library, shrink_sche
 
 @dataclass
 class ADMMConfig:
-    rho: float = 2e-3
-    rho_growth: float = 1.5
-    rho_max: float = 0.1
-    updates_per_epoch: int = 2
-    library_scope: str = "model"  # learned libraries: "model" (shared) or "layer"
+    __pydantic_config__ = {"extra": "forbid"}  # recipes are validated against these hints
+    rho: Annotated[float, Gt(0)] = 2e-3
+    rho_growth: Annotated[float, Ge(1)] = 1.5
+    rho_max: Annotated[float, Gt(0)] = 0.1
+    updates_per_epoch: Annotated[int, Ge(1)] = 2
+    library_scope: Literal["model", "layer"] = "model"  # learned libraries: shared or one per layer
 
     def __post_init__(self) -> None:
         if self.rho <= 0 or self.rho_growth < 1 or self.rho_max < self.rho or self.updates_per_epoch < 1:

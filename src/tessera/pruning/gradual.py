@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Ge, Interval
 
 from tessera.errors import ConfigError
 from tessera.pruning.budget import layer_masks
@@ -19,8 +21,9 @@ from tessera.pruning.sparsifier import Sparsifier, original_weight
 
 @dataclass
 class GradualConfig:
-    updates_per_epoch: int = 4
-    end_fraction: float = 0.75  # the final keep is reached after this fraction of the phase, then held
+    __pydantic_config__ = {"extra": "forbid"}  # recipes are validated against these hints
+    updates_per_epoch: Annotated[int, Ge(1)] = 4
+    end_fraction: Annotated[float, Interval(gt=0, le=1)] = 0.75  # the final keep is reached here, then held
 
     def __post_init__(self) -> None:
         if self.updates_per_epoch < 1 or not 0 < self.end_fraction <= 1:

@@ -16,9 +16,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from tessera.data import DatasetSplit
@@ -28,17 +30,20 @@ from tessera.io import load_tensors, save_tensors
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # onecycle | cosine | constant
-    warmup_fraction: float = 0.25
+    """Training of one phase. The type hints carry the allowed values (a recipe is validated against them)."""
+
+    __pydantic_config__ = {"extra": "forbid"}  # a recipe key that is not a field is an error, not ignored
+    epochs: Annotated[int, Ge(0)] = 10
+    batch_size: Annotated[int, Ge(1)] = 128
+    lr: Annotated[float, Gt(0)] = 0.05
+    momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Ge(0)] = 5e-4
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup_fraction: Annotated[float, Interval(ge=0, le=1)] = 0.25
     augment: bool = True  # random crop (pad 2) + horizontal flip
-    label_smoothing: float = 0.0
-    distill: float = 0.0  # weight of the soft-target loss from the teacher (the dense baseline); 0 = off
-    temperature: float = 4.0  # softmax temperature of the distillation targets
+    label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.0
+    distill: Annotated[float, Interval(ge=0, le=1)] = 0.0  # weight of the teacher's soft-target loss; 0 = off
+    temperature: Annotated[float, Gt(0)] = 4.0  # softmax temperature of the distillation targets
     channels_last: bool = True  # train in NHWC: oneDNN's CPU convolutions run 1.2-1.5x faster (vgg6, batch 128)
     seed: int = 0
 
