@@ -170,6 +170,18 @@ def _export(args) -> int:
     return 0
 
 
+def _onnx(args) -> int:
+    import torch
+
+    from tessera.onnx_export import export_onnx
+
+    model, cm, meta = _load_any(args.model, None, args.weights)
+    shape = _shape(args.input_shape, meta)
+    path = export_onnx(model, torch.randn(shape), args.output)
+    print(f"ONNX model written to {path} (sparsity per layer in its metadata_props, tessera.layer.*)")
+    return 0
+
+
 def _schema(args) -> int:
     from tessera.pruning.recipe import recipe_schema
 
@@ -250,6 +262,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="build it (cross compiler and qemu for another architecture) and compare with torch")
     p.add_argument("--quiet", action="store_true", help="no per-layer log")
     p.set_defaults(func=_export)
+    p = sub.add_parser("onnx", help="export the pruned model as ONNX (dense weights with their zeros + sparsity "
+                                    "metadata)", epilog="example: tessera onnx runs/quick/model.safetensors m.onnx")
+    p.add_argument("model", help="pruned model .safetensors, compiled artifact .tsr, or package.module:factory")
+    p.add_argument("output", help="the .onnx file to write")
+    p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
+    p.add_argument("--input-shape", help="N,C,H,W (default: recorded in the file)")
+    p.set_defaults(func=_onnx)
     p = sub.add_parser("schema", help="print the JSON Schema of a recipe (for editors' completion and checks)",
                        epilog="example: tessera schema --output recipe.schema.json")
     p.add_argument("--output", help="write it to this file instead of printing it")
