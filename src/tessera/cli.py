@@ -182,6 +182,14 @@ def _onnx(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from tessera.report.html import write_report
+
+    path = write_report(args.run_dir)
+    print(f"report: {path} (and report.md beside it)")
+    return 0
+
+
 def _schema(args) -> int:
     from tessera.pruning.recipe import recipe_schema
 
@@ -269,6 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
     p.add_argument("--input-shape", help="N,C,H,W (default: recorded in the file)")
     p.set_defaults(func=_onnx)
+    p = sub.add_parser("report", help="write the HTML + Markdown report of a `tessera run` folder",
+                       epilog="example: tessera report runs/quick")
+    p.add_argument("run_dir", help="the run's output folder (the recipe's `output`)")
+    p.set_defaults(func=_report)
     p = sub.add_parser("schema", help="print the JSON Schema of a recipe (for editors' completion and checks)",
                        epilog="example: tessera schema --output recipe.schema.json")
     p.add_argument("--output", help="write it to this file instead of printing it")

@@ -67,10 +67,20 @@ def run(recipe, threads: int | None = None, progress: bool = True, log=print, ex
         info = cm.export(out / "c_library")
         export_dir = str(info.directory)
         log(f"C library for {info.target.name}: {export_dir} (make -C {export_dir})")
+    (out / "compiled.json").write_text(json.dumps({
+        "layers": [{"name": p.source, "weight_shape": list(p.weight_shape), "kind": p.kind, "density": p.density,
+                    "patterns": p.patterns, "kernels_kept": p.kernels_kept, "kernels_total": p.kernels_total,
+                    "fused": p.fused, **p.decision.to_json()} for p in cm.plans],
+        "nodes": [list(row) for row in cm.node_table], "execution": cm.network_reason,
+    }, indent=2) + "\n")
     report = out / "report.md"
     res = RunResult(recipe.name, str(out), result.baseline_acc, result.pruned_acc, result.conv_compression, ms,
                     threads, shape, cm.network_reason, str(artifact), export_dir, str(report))
     report.write_text(_markdown(res, cm))
+    (out / "summary.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
+    from tessera.report.html import write_report
+
+    res.report = str(write_report(out))
     (out / "summary.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
     return res
 
