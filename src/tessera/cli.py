@@ -81,6 +81,11 @@ def _load_any(path: str, threads: int | None, weights: str | None = None):
 
     if is_spec(path):
         return model_from_spec(path, weights), None, {}
+    if str(path).endswith(".onnx"):
+        from tessera.models.onnx_import import load_onnx
+
+        model, shape = load_onnx(path)
+        return model, None, {"input_shape": list(shape) if shape else None}
     if weights:
         from tessera.errors import ConfigError
 
@@ -237,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compile", help="compile a pruned model into native kernels and save the artifact",
                        epilog="example: tessera compile mypkg.nets:resnet18 --weights pruned.safetensors "
                               "--input-shape 1,3,224,224")
-    p.add_argument("model", help="pruned model .safetensors (from `tessera prune`), or package.module:factory "
-                                 "(or file.py:factory) for any model")
+    p.add_argument("model", help="pruned model .safetensors (from `tessera prune`), an .onnx file (any framework's "
+                                 "model), or package.module:factory (or file.py:factory) for any model")
     p.add_argument("--weights", help="safetensors state dict for a package.module:factory model")
     p.add_argument("--input-shape", help="N,C,H,W of the inputs (default: recorded by `tessera prune`)")
     p.add_argument("--threads", type=int, help="threads for the kernels (default: torch's)")

@@ -159,6 +159,7 @@ class CompiledModel(nn.Module):
             "example_shape": list(self.example_shape), "threads": self.threads,
             "zoo": getattr(src, "tessera_zoo", None),
             "external": getattr(src, "tessera_external", None),
+            "onnx": getattr(src, "tessera_onnx", None),
             "decisions": {p.name: p.decision.to_json() for p in self.plans},
             "network": self.network is not None,
             "network_params": self.network_params,
@@ -208,6 +209,10 @@ def load(path: str | Path, model: nn.Module | str | None = None, threads: int | 
         raise CheckpointError(f"{path} is corrupted (checksum mismatch); save the compiled model again")
     if model is None and (meta.get("external") or {}).get("spec"):
         model = meta["external"]["spec"]
+    if model is None and meta.get("onnx"):
+        from tessera.models.onnx_import import load_onnx
+
+        model = load_onnx(meta["onnx"])[0]
     if isinstance(model, str):
         from tessera.models.external import model_from_spec
 
