@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 RECIPE ?= recipes/quick.yaml
 
-.PHONY: setup data demo test lint bench-pruning bench-compiler bench-blocks bench-library bench-real \
+.PHONY: setup data demo test test-slow lint bench-pruning bench-compiler bench-blocks bench-library bench-real \
 	setup-deepsparse setup-mnn
 
 $(VENV)/.installed: pyproject.toml
@@ -24,6 +24,9 @@ demo: setup data
 
 test: setup
 	$(PY) -m pytest
+
+test-slow: setup
+	$(PY) -m pytest -m slow -p no:cacheprovider
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -78,12 +78,21 @@ def read_sparsity_metadata(path: str | Path) -> dict[str, dict]:
     """The ``tessera.layer.*`` entries of an ONNX file written by :func:`export_onnx` (module name -> dict)."""
     import onnx
 
-    proto = onnx.load(str(path), load_external_data=False)
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        raise TesseraError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
     out = {}
     for p in proto.metadata_props:
-        if p.key.startswith("tessera.layer."):
+        key, value = p.key, p.value
+        if not isinstance(key, str) or not isinstance(value, str):  # undecodable text in a damaged file
+            raise TesseraError(f"{path}: a metadata entry is not text; export the model again")
+        if key.startswith("tessera.layer."):
             try:
-                out[p.key.removeprefix("tessera.layer.")] = json.loads(p.value)
+                entry = json.loads(value)
             except json.JSONDecodeError:
-                raise TesseraError(f"{path}: metadata {p.key} is not JSON; export the model again") from None
+                raise TesseraError(f"{path}: metadata {key} is not JSON; export the model again") from None
+            if not isinstance(entry, dict):
+                raise TesseraError(f"{path}: metadata {key} is not a JSON object; export the model again")
+            out[key.removeprefix("tessera.layer.")] = entry
     return out

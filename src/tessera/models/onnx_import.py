@@ -37,7 +37,6 @@ def load_onnx(path: str | Path) -> tuple[fx.GraphModule, tuple[int, ...] | None]
     """The model in ``path`` as a GraphModule, and its input shape when the file fixes one (batch included)."""
     try:
         import onnx
-        from onnx import numpy_helper
     except ImportError:
         raise ConfigError("reading ONNX needs the onnx package: pip install onnx") from None
     path = Path(path)
@@ -45,8 +44,21 @@ def load_onnx(path: str | Path) -> tuple[fx.GraphModule, tuple[int, ...] | None]
         raise ConfigError(f"{path} does not exist")
     try:
         proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # a protobuf decode error: not an ONNX file
-        raise ConfigError(f"{path} is not a readable ONNX file ({type(exc).__name__})") from None
+        onnx.checker.check_model(proto)
+    except Exception as exc:  # a protobuf decode error or a checker finding: not a valid ONNX file
+        raise ConfigError(f"{path} is not a readable ONNX file ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:160]})") from None
+    try:
+        return _convert(proto, path)
+    except (ValueError, TypeError, KeyError, IndexError, UnicodeError, RuntimeError) as exc:
+        # an inconsistent file the checker let through (a tensor whose data does not match its shape, ...)
+        raise ConfigError(f"{path} is not a consistent ONNX model ({type(exc).__name__}: "
+                          f"{(str(exc).splitlines() or [''])[0][:160]})") from None
+
+
+def _convert(proto, path: Path) -> tuple[fx.GraphModule, tuple[int, ...] | None]:
+    from onnx import numpy_helper
+
     g = proto.graph
     consts: dict[str, torch.Tensor] = {}
     for t in g.initializer:

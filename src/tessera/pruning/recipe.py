@@ -141,7 +141,12 @@ def load_recipe(path: str | Path) -> Recipe:
     if not path.exists():
         raise ConfigError(f"recipe {path} does not exist; pass a YAML file such as recipes/patdnn-8x.yaml")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"recipe {path} is not UTF-8 text (byte {exc.start}); save it as a UTF-8 YAML file") \
+            from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"recipe {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
     if raw is None:
