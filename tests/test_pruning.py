@@ -45,6 +45,28 @@ def test_target_errors(entry, error, match):
         select_targets(tiny(), [entry], {"scheme": "pattern_connectivity"})
 
 
+def test_scheme_parameters_resolve_per_target():
+    """A block entry under pattern-connectivity defaults takes the block scheme's own keep, not the kernels' keep;
+    parameters both schemes mean alike still come from the defaults, and an entry's own value always wins."""
+    import dataclasses
+
+    from tessera.sparsity.schemes import _SCHEMES
+
+    m = create_model("mobilenetv2", width=0.5)
+    defaults = {"scheme": "pattern_connectivity", "num_patterns": 6, "keep": 0.3, "budget": "layer"}
+    ts = {t.name: t.scheme for t in select_targets(m, [{"op": "Conv2d", "kernel": 3},
+                                                       {"op": "Conv2d", "kernel": 1, "scheme": "block", "n": 2}],
+                                                   defaults)}
+    block_default = next(f.default for f in dataclasses.fields(_SCHEMES["block"]) if f.name == "keep")
+    blocks = [s for s in ts.values() if s.name == "block"]
+    patterns = [s for s in ts.values() if s.name == "pattern_connectivity"]
+    assert blocks and patterns
+    assert all(s.keep == block_default and s.n == 2 for s in blocks)
+    assert all(s.keep == 0.3 and s.num_patterns == 6 for s in patterns)
+    ts = select_targets(m, [{"op": "Conv2d", "kernel": 1, "scheme": "block", "keep": 0.5}], defaults)
+    assert all(t.scheme.keep == 0.5 for t in ts)
+
+
 def test_pattern_on_1x1_names_the_layer():
     m = create_model("resnet20", width=4)
     with pytest.raises(ShapeError, match="layers.3.shortcut.0.*3x3"):

@@ -4,7 +4,9 @@ Each entry selects layers by op type (``op``), a name regex (``name``, full matc
 optional ``kernel`` size, and sets the scheme and its parameters for them; ``skip: true`` leaves them dense. When
 several entries match a layer the last one wins, so a general rule comes first and exceptions after it. Parameters
 come from ``defaults`` merged under the entry's own (defaults a scheme does not take are ignored; an entry's own
-unknown parameter is an error). An entry that matches no layer is an error: it is almost always a typo.
+unknown parameter is an error); ``keep`` and ``budget`` of the defaults apply only to entries of the defaults' own
+scheme — a block entry under pattern defaults keeps the block scheme's default ``keep``, not the kernels' one.
+An entry that matches no layer is an error: it is almost always a typo.
 
 Grouped and depthwise convs (``groups > 1``: MobileNet, EfficientNet, RegNet) are selected only by an entry that
 says ``groups`` (``groups: any``, or the exact count): pruning a depthwise 3x3 to 4 of 9 weights removes whole
@@ -26,6 +28,7 @@ from tessera.sparsity.schemes import _SCHEMES
 
 _OPS = {"Conv2d": nn.Conv2d, "Linear": nn.Linear}
 _SELECTORS = {"op", "name", "exclude", "kernel", "groups", "skip", "scheme"}
+_PER_SCHEME = {"keep", "budget"}  # mean something else in each scheme: inherited only by the defaults' own scheme
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,8 @@ def select_targets(model: nn.Module, targets: Sequence[Mapping], defaults: Mappi
         if scheme_name not in _SCHEMES:
             raise ConfigError(f"unknown scheme {scheme_name!r}; choose one of {sorted(_SCHEMES)}")
         accepted = {f.name for f in dataclasses.fields(_SCHEMES[scheme_name])}
+        if defaults.get("scheme", scheme_name) != scheme_name:
+            accepted -= _PER_SCHEME  # the defaults' keep is their own scheme's (kernels), not this one's (blocks)
         params = {k: v for k, v in defaults.items() if k in accepted}
         params.update({k: v for k, v in entry.items() if k not in _SELECTORS})
         scheme = make_scheme(scheme_name, **_resolve_library(params))
