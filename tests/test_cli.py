@@ -101,6 +101,28 @@ def test_schema_command(tmp_path, capsys):
     assert main(["schema"]) == 0 and json.loads(capsys.readouterr().out.split("\n", 1)[1])
 
 
+def test_shipped_recipes_cover_every_scheme_and_algorithm():
+    """Each shipped recipe validates and its targets resolve on its model (no training); together they use every
+    registered scheme and every algorithm."""
+    import pathlib
+
+    from tessera.models import create_model
+    from tessera.pruning.targets import select_targets
+    from tessera.sparsity.schemes import _SCHEMES
+
+    schemes, algorithms = set(), set()
+    for path in sorted(pathlib.Path(__file__).parent.parent.joinpath("recipes").glob("*.yaml")):
+        r = load_recipe(path)
+        channels = 1 if r.data.name == "fashion_mnist" else 3
+        model = create_model(r.model.name, in_channels=channels, num_classes=10, **r.model.args)
+        targets = select_targets(model, r.pruning.targets, r.pruning.defaults)
+        assert targets, path
+        schemes |= {t.scheme.name for t in targets}
+        algorithms.add(r.pruning.algorithm)
+    assert schemes == set(_SCHEMES), set(_SCHEMES) - schemes
+    assert algorithms == {"admm", "gradual", "oneshot"}
+
+
 def test_shipped_recipes_parse():
     import pathlib
 
