@@ -2,14 +2,13 @@
 
 prune (baseline, ADMM / gradual / one-shot, retraining; resumed from the run's checkpoints) -> compile and tune ->
 time torch, ONNX Runtime and tessera on the same input (interleaved) -> save the artifact -> export the C library ->
-``summary.json`` and ``report.md`` in the run's folder. Every step after pruning is cheap to repeat, so running the
-same recipe again finishes where an interrupted run stopped.
+``summary.json``, ``compiled.json`` and the report (:mod:`tessera.report.html`) in the run's folder. Every step
+after pruning is cheap to repeat, so running the same recipe again finishes where an interrupted run stopped.
 """
 
 from __future__ import annotations
 
 import json
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -73,15 +72,12 @@ def run(recipe, threads: int | None = None, progress: bool = True, log=print, ex
                     "fused": p.fused, **p.decision.to_json()} for p in cm.plans],
         "nodes": [list(row) for row in cm.node_table], "execution": cm.network_reason,
     }, indent=2) + "\n")
-    report = out / "report.md"
-    res = RunResult(recipe.name, str(out), result.baseline_acc, result.pruned_acc, result.conv_compression, ms,
-                    threads, shape, cm.network_reason, str(artifact), export_dir, str(report))
-    report.write_text(_markdown(res, cm))
-    (out / "summary.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
     from tessera.report.html import write_report
 
-    res.report = str(write_report(out))
+    res = RunResult(recipe.name, str(out), result.baseline_acc, result.pruned_acc, result.conv_compression, ms,
+                    threads, shape, cm.network_reason, str(artifact), export_dir, str(out / "report.html"))
     (out / "summary.json").write_text(json.dumps(asdict(res), indent=2) + "\n")
+    write_report(out)  # report.html and report.md, from summary.json and compiled.json
     return res
 
 
@@ -104,39 +100,3 @@ class _bar:
     def __exit__(self, *exc):
         if self.on:
             self.p.__exit__(*exc)
-
-
-def _cpu() -> str:
-    from tessera.compiler.target import host_target
-
-    name = platform.machine()
-    try:
-        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name} ({host_target().name})"
-
-
-def _markdown(r: RunResult, cm) -> str:
-    from tessera.text import markdown_table
-
-    rows = [[k, f"{v:.3f}", f"{r.ms['torch'] / v:.2f}x"] for k, v in r.ms.items()]
-    return f"""# {r.recipe}
-
-Accuracy: dense {r.baseline_acc:.2f}% -> pruned {r.pruned_acc:.2f}% ({r.pruned_acc - r.baseline_acc:+.2f} points);
-conv weights {r.conv_compression:.2f}x fewer.
-
-Speed, batch {r.input_shape[0]}, {r.threads} threads, ms per call (median of interleaved rounds), on
-{_cpu()}:
-
-{markdown_table(["runtime", "ms", "speed-up vs torch"], rows)}
-
-Execution: {r.execution}
-
-Artifact: `{r.artifact}`{f"; C library: `{r.export_dir}`" if r.export_dir else ""}
-
-## Layers
-
-{cm.report()}
-"""
