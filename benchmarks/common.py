@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import io
 import json
 import math
 import os
@@ -12,13 +11,13 @@ import re
 import statistics
 import subprocess
 import time
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from tessera.compiler.tune import warm_up
+from tessera.runtime.bench import onnx_bytes, ort_call  # noqa: F401 - onnx_bytes: the benchmarks' import
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -125,27 +124,12 @@ def interleaved(fns: dict, rounds: int = 9, per_round: int = 15, warm_s: float =
     return {k: 1e3 * statistics.median(v) for k, v in meds.items()}
 
 
-def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
-    """The model as an ONNX file (opset 17, TorchScript exporter), for every runtime that reads one."""
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
-    return buf.getvalue()
-
-
 def ort_session(model: nn.Module, x: torch.Tensor, threads: int, onnx: bytes | None = None):
-    """A call of ONNX Runtime on ``x``; ``onnx``: the model already exported (:func:`onnx_bytes`)."""
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(onnx or onnx_bytes(model, x), so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    xn = x.numpy()
-    return lambda: sess.run(None, {name: xn})
+    """A call of ONNX Runtime on ``x`` (:func:`tessera.runtime.bench.ort_call`); the benchmarks need it installed."""
+    call = ort_call(model, x, threads, onnx)
+    if call is None:
+        raise SystemExit("onnxruntime is not installed: make setup installs it (the bench extra)")
+    return call
 
 
 def geomean(xs):

@@ -3,8 +3,10 @@ process, medians — a drift of a noisy machine hits every contender alike."""
 
 from __future__ import annotations
 
+import io
 import statistics
 import time
+import warnings
 
 import torch
 from torch import nn
@@ -12,24 +14,27 @@ from torch import nn
 from tessera.compiler.tune import warm_up
 
 
-def ort_call(model: nn.Module, x: torch.Tensor, threads: int):
-    """A call of ONNX Runtime (dense, all graph optimisations) on the model exported to ONNX; None when
-    onnxruntime is not installed."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    import io
-    import warnings
-
+def onnx_bytes(model: nn.Module, x: torch.Tensor) -> bytes:
+    """The model as an ONNX file (opset 17, TorchScript exporter), for every runtime that reads one."""
     buf = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=17)
+    return buf.getvalue()
+
+
+def ort_call(model: nn.Module, x: torch.Tensor, threads: int, onnx: bytes | None = None):
+    """A call of ONNX Runtime (dense, all graph optimisations) on ``x``; ``onnx``: the model already exported
+    (:func:`onnx_bytes`). None when onnxruntime is not installed."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(buf.getvalue(), so, providers=["CPUExecutionProvider"])
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(onnx or onnx_bytes(model, x), so, providers=["CPUExecutionProvider"])
     name, xn = sess.get_inputs()[0].name, x.numpy()
     return lambda: sess.run(None, {name: xn})
 
