@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -398,8 +399,6 @@ def build_export(directory: str | Path, target: Target, opt: str = "-O3", openmp
                  goals: tuple[str, ...] = ()) -> list[str]:
     """``make`` the export in ``directory`` (its default goals, or ``goals``) with the compiler for ``target``;
     the command that runs its ``tessera_main`` here (under qemu for a foreign architecture)."""
-    import subprocess
-
     d = Path(directory)
     cc, runner = cross_tools(target)
     cmd = ["make", "-C", str(d), f"CC={cc}", f"OPT={opt}", f"OPENMP={int(openmp)}", "-j2", "--no-print-directory",
@@ -414,8 +413,6 @@ def run_export(command: list[str], x: torch.Tensor, out_shape: tuple[int, ...], 
                ) -> tuple[torch.Tensor, float | None]:
     """Run a built export's ``tessera_main`` on ``x`` through files; its output and (``repeats`` > 0) the
     median milliseconds per call it measured."""
-    import subprocess
-
     import numpy as np
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -157,8 +157,8 @@ def _numel(node: fx.Node) -> int:
 class NetworkRenderer:
     """Walks the fused graph and emits C; collects the parameter arrays the C code reads."""
 
-    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], vw: int, spin: bool = False,
-                 survey: bool = False, profile: bool = False, registers: int | None = None):
+    def __init__(self, gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target, spin: bool = False,
+                 survey: bool = False, profile: bool = False):
         """``spin``: threads join at the spinning barrier of :data:`SPIN_BARRIER` instead of OpenMP's (only when
         every thread has a core of its own: a waiting thread burns its core). ``survey``: do not stop at the
         first node it cannot emit: record it in ``torch_nodes`` (node -> reason), treat its output as arriving
@@ -168,7 +168,8 @@ class NetworkRenderer:
         self.line_nodes: list[fx.Node] = []  # the node each of self.lines belongs to
         self.profiled: list[str] = []  # the table's rows, in order
         self.torch_nodes: dict[fx.Node, str] = {}
-        self.gm, self.params_for, self.vw, self.registers = gm, params_for, vw, registers
+        self.gm, self.params_for = gm, params_for
+        self.vw, self.registers = target.vector_width, target.registers
         self.modules = dict(gm.named_modules())
         self.inputs: list[_Buf] = []
         self.outputs: list[_Buf] = []
@@ -869,7 +870,7 @@ def render_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], targ
     """Render (no compiler call): raises :class:`Unsupported` naming the first node it cannot emit. ``spin``:
     the spinning barrier (default: when every thread has a core of this machine)."""
     spin = threads <= (os.cpu_count() or 1) if spin is None else spin
-    r = NetworkRenderer(gm, params_for, target.vector_width, spin=spin, profile=profile, registers=target.registers)
+    r = NetworkRenderer(gm, params_for, target, spin=spin, profile=profile)
     r.source = r.render()
     return r
 

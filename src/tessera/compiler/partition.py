@@ -48,7 +48,7 @@ class Partitioned:
 
 def survey(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target) -> dict[fx.Node, str]:
     """Every node the network function cannot emit, with the reason (one walk, no compiler call)."""
-    r = NetworkRenderer(gm, params_for, target.vector_width, survey=True, registers=target.registers)
+    r = NetworkRenderer(gm, params_for, target, survey=True)
     r.render()
     return r.torch_nodes
 

@@ -43,6 +43,7 @@ class ConvFamily(Protocol):
 
 
 _FAMILIES: dict[str, ConvFamily] = {}
+_ORDERED: list[dict[str, ConvFamily]] = []  # the registry in the tuner's order, once built (see _load)
 FAMILY_MODULES = ("pattern_loops", "channel_blocked", "shifted")  # the tuner's order
 
 
@@ -54,16 +55,19 @@ def register_family(family: ConvFamily) -> ConvFamily:
             (type(family).__qualname__, inspect.getfile(type(family))):
         raise ValueError(f"kernel family {family.name!r} is already registered")
     _FAMILIES[family.name] = family
+    _ORDERED.clear()
     return family
 
 
 def _load() -> dict[str, ConvFamily]:
     """The registry in the tuner's order: the built-in families as :data:`FAMILY_MODULES` lists them (whichever
     module was imported first), then any registered from elsewhere."""
-    for m in FAMILY_MODULES:
-        importlib.import_module(f"{__name__}.{m}")
-    order = {name: i for i, name in enumerate(FAMILY_MODULES)}
-    return dict(sorted(_FAMILIES.items(), key=lambda kv: order.get(kv[0], len(order))))
+    if not _ORDERED:
+        for m in FAMILY_MODULES:
+            importlib.import_module(f"{__name__}.{m}")
+        order = {name: i for i, name in enumerate(FAMILY_MODULES)}
+        _ORDERED.append(dict(sorted(_FAMILIES.items(), key=lambda kv: order.get(kv[0], len(order)))))
+    return _ORDERED[0]
 
 
 def list_families() -> list[str]:
