@@ -11,13 +11,28 @@ from tessera.sparsity import PatternLibrary
 from tessera.sparsity.patterns import pattern_counts
 
 
-def library_figure(library: PatternLibrary, masks: Mapping[str, torch.Tensor], path: str | Path,
-                   title: str = "pattern library") -> Path:
-    """The K patterns on top, and below them each layer's share of kept kernels using each pattern."""
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (PNG files, no display needed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    pyplot().close(fig)
+    return path
+
+
+def library_figure(library: PatternLibrary, masks: Mapping[str, torch.Tensor], path: str | Path,
+                   title: str = "pattern library") -> Path:
+    """The K patterns on top, and below them each layer's share of kept kernels using each pattern."""
+    plt = pyplot()
 
     k = len(library)
     layers = list(masks)
@@ -38,19 +53,12 @@ def library_figure(library: PatternLibrary, masks: Mapping[str, torch.Tensor], p
     ax.set_xlabel("pattern")
     fig.colorbar(im, ax=ax, label="share of the layer's kept kernels")
     fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def accuracy_compression_figure(points: Sequence[dict], path: str | Path, dense_acc: float | None = None) -> Path:
     """Accuracy vs conv compression; ``points`` are dicts with label, compression, acc and optional err."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for p in points:
@@ -62,8 +70,4 @@ def accuracy_compression_figure(points: Sequence[dict], path: str | Path, dense_
     ax.set_ylabel("test accuracy %")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -13,27 +13,12 @@ from pathlib import Path
 import torch
 
 from tessera.errors import TesseraError
+from tessera.report.figures import pyplot, save_figure
 from tessera.text import markdown_table
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
 def _kept_figure(weights: dict[str, torch.Tensor], path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     names = list(weights)
     kept = [float((w != 0).float().mean()) for w in weights.values()]
     fig, ax = plt.subplots(figsize=(7, 0.8 + 0.28 * len(names)))
@@ -43,11 +28,11 @@ def _kept_figure(weights: dict[str, torch.Tensor], path: Path) -> Path:
     ax.set_xlim(0, 1)
     ax.set_xlabel("kept weights (fraction)")
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def _accuracy_figure(summary: dict, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4, 3))
     vals = [summary["baseline_acc"], summary["pruned_acc"]]
     ax.bar(["dense", f"pruned ({summary['conv_compression']:.2f}x)"], vals, color=["#888", "#37a"])
@@ -55,14 +40,14 @@ def _accuracy_figure(summary: dict, path: Path) -> Path:
         ax.text(i, v, f"{v:.2f}%", ha="center", va="bottom", fontsize=8)
     ax.set_ylim(max(0.0, min(vals) - 10), 100)
     ax.set_ylabel("test accuracy %")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def _latency_figure(layers: list[dict], path: Path) -> Path | None:
     rows = [r for r in layers if r.get("torch_ms") and r.get("sparse_ms")]
     if not rows:
         return None
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 0.8 + 0.3 * len(rows)))
     y = torch.arange(len(rows)).float()
     ax.barh(y - 0.2, [r["torch_ms"] for r in rows], height=0.4, label="torch dense", color="#888")
@@ -72,7 +57,7 @@ def _latency_figure(layers: list[dict], path: Path) -> Path | None:
     ax.set_xlabel("ms per call (tuning measurement, this machine)")
     ax.legend(fontsize=7)
     ax.grid(axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def write_report(run_dir: str | Path) -> Path:
