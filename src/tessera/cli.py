@@ -12,6 +12,7 @@ from tessera.errors import TesseraError
 def _prune(args) -> int:
     from rich.console import Console
 
+    from tessera.pruning.distributed import world
     from tessera.pruning.job import run_recipe
     from tessera.pruning.recipe import load_recipe
     from tessera.report import prune_rows, rich_table
@@ -21,6 +22,8 @@ def _prune(args) -> int:
         recipe.output = args.output
     console = Console()
     result = run_recipe(recipe, progress=not args.quiet, log=console.print)
+    if not world().main:  # a torchrun rank other than 0: rank 0 prints and writes
+        return 0
     head, rows = prune_rows(result)
     console.print(rich_table(f"{recipe.name}: per-layer sparsity", head, rows))
     console.print(
@@ -46,6 +49,8 @@ def _run(args) -> int:
         recipe.output = args.output
     console = Console()
     r = run(recipe, threads=args.threads, progress=not args.quiet, log=console.print, export=not args.no_export)
+    if r is None:  # a torchrun rank other than 0: rank 0 prints
+        return 0
     ort = r.speedup("onnxruntime")
     console.print(
         f"accuracy: dense {r.baseline_acc:.2f}% -> pruned {r.pruned_acc:.2f}% ({r.pruned_acc - r.baseline_acc:+.2f} "
@@ -226,7 +231,11 @@ def _list(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tessera", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prune", help="train/load a baseline, prune it as a YAML recipe says, retrain, report")
+    p = sub.add_parser("prune", help="train/load a baseline, prune it as a YAML recipe says, retrain, report",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="example: tessera prune recipes/patdnn-8x.yaml   (run it again to resume)\n"
+                              "on 2 ranks: torchrun --nproc_per_node 2 -m tessera.cli prune recipes/patdnn-8x.yaml "
+                              "(batch_size is the global batch)")
     p.add_argument("recipe", help="YAML recipe, e.g. recipes/patdnn-8x.yaml")
     p.add_argument("--output", help="override the recipe's output folder")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

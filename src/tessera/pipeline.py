@@ -37,15 +37,18 @@ class RunResult:
 
 
 def run(recipe, threads: int | None = None, progress: bool = True, log=print, export: bool = True,
-        rounds: int = 20) -> RunResult:
+        rounds: int = 20) -> RunResult | None:
     """Run ``recipe`` (a :class:`tessera.pruning.recipe.Recipe`) end to end; see the module docstring."""
     import tessera
     from tessera.models import load_model
+    from tessera.pruning.distributed import world
     from tessera.pruning.job import run_recipe
     from tessera.runtime.bench import compare
 
     out = Path(recipe.output)
     result = run_recipe(recipe, progress=progress, log=log)
+    if not world().main:  # under torchrun: the other ranks helped prune; rank 0 compiles, times and reports
+        return None
     model, meta = load_model(result.model_path)
     model.eval()
     shape = list(meta.get("input_shape") or [])

@@ -1,7 +1,8 @@
 """The main job: recipe → baseline → ADMM (or one-shot) → hard masks → masked retraining → pruned model.
 
 Each training phase checkpoints every epoch under ``<output>/``; running the same recipe again resumes where it
-stopped. The final model is written only once everything succeeded.
+stopped. The final model is written only once everything succeeded. Under torchrun every rank runs this job
+(``batch_size`` is the global batch) and only rank 0 writes files and logs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from tessera.data import load_dataset
 from tessera.errors import ConfigError
 from tessera.models import create_model, load_model, save_model
+from tessera.pruning import distributed as ddp
 from tessera.pruning.admm import ADMM
 from tessera.pruning.gradual import GradualPruner
 from tessera.pruning.recipe import Recipe
@@ -93,13 +95,16 @@ def baseline_model(recipe: Recipe, train, test, progress: bool = True) -> tuple[
     history.resume()
     h = history.fit()
     meta = {"epochs": len(h.epochs), "seconds": h.seconds, "history": h.epochs}
-    if ckpt is not None:
+    if ckpt is not None and ddp.world().main:
         save_model(model, ckpt, recipe.model.name, args, meta)
     return model, {"model": recipe.model.name, "args": args, **meta}
 
 
 def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     """Run a whole recipe; see the module docstring."""
+    w = ddp.init_from_env()
+    if not w.main:
+        log = _silent
     train, test = load_dataset(recipe.data.name, recipe.data.root)
     out = Path(recipe.output)
     t0 = time.perf_counter()
@@ -113,6 +118,7 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
         raise ConfigError(f"library: learn (layer {learning[0]}) needs pruning.algorithm admm with "
                           "admm.train.epochs > 0: the library is learned inside the ADMM loop")
     model, base_meta = baseline_model(recipe, train, test, progress)
+    model = model.to(w.device)  # before ADMM's Z and U are made from its weights
     base_acc = evaluate(model, test)
     log(f"baseline {recipe.model.name}: {base_acc:.2f}% test accuracy")
     sparsifier = Sparsifier(p.targets, p.defaults)
@@ -156,6 +162,10 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
     result = PruneResult(recipe.name, base_acc, acc, layer_stats(model, schemes), library, epochs, seconds,
                          hard_pruned_acc=hard_acc, admm_residual=residual)
     result.model_path = str(out / "model.safetensors")
+    seconds["total"] = time.perf_counter() - t0
+    ddp.check_identical(model.state_dict(), [schemes, library], "the pruned models", w)
+    if not w.main:
+        return result
     save_model(model, result.model_path, base_meta["model"], base_meta["args"], {
         "recipe": recipe.name, "accuracy": acc, "baseline_accuracy": base_acc, "library": library,
         "normalise": {"mean": list(train.mean), "std": list(train.std)}, "schemes": schemes,
@@ -163,5 +173,8 @@ def run_recipe(recipe: Recipe, progress: bool = True, log=print) -> PruneResult:
         "libraries": {t.name: json.loads(t.scheme.library.to_json()) for t in targets
                       if getattr(t.scheme, "library", None) is not None},
     })
-    seconds["total"] = time.perf_counter() - t0
     return result
+
+
+def _silent(*args, **kwargs) -> None:
+    """The log of ranks other than 0."""

@@ -7,6 +7,10 @@ epoch ``e`` replays exactly what an uninterrupted run would have done.
 Hooks (any object with some of these methods; ADMM and the masked sparsifier implement them):
 ``penalty(model) -> Tensor`` added to the loss, ``after_step()``, ``on_epoch_end(epoch)``,
 ``state_tensors() / load_state_tensors(tensors, meta)`` to live in checkpoints.
+
+Under torchrun each rank takes its strided part of every global batch (``batch_size`` is the global batch), DDP
+averages the gradients, batch norm spans the global batch, and every epoch checks that weights and hook state are
+bit-identical on all ranks; only rank 0 writes checkpoints and shows progress (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from torch import nn
 from tessera.data import DatasetSplit
 from tessera.errors import ConfigError
 from tessera.io import load_tensors, save_tensors
+from tessera.pruning import distributed as ddp
 
 
 @dataclass
@@ -98,14 +103,19 @@ def normalise(x: torch.Tensor, split: DatasetSplit) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, split: DatasetSplit, batch_size: int = 500) -> float:
-    """Top-1 accuracy in percent."""
+    """Top-1 accuracy in percent (under torchrun each rank scores its part of the split, the counts are summed)."""
+    w = ddp.world()
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
+    rows = torch.arange(len(split))[ddp.local_rows(len(split), w)]
     correct = 0
-    for i in range(0, len(split), batch_size):
-        x = normalise(split.images[i : i + batch_size], split)
-        correct += int((model(x).argmax(1) == split.labels[i : i + batch_size]).sum())
+    for i in range(0, len(rows), batch_size):
+        idx = rows[i : i + batch_size]
+        x = normalise(split.images[idx], split).to(device)
+        correct += int((model(x).argmax(1).cpu() == split.labels[idx]).sum())
     model.train(was_training)
+    correct = int(ddp.all_sum([correct], w)[0])
     return 100.0 * correct / max(1, len(split))
 
 
@@ -136,11 +146,12 @@ class Trainer:
         """``teacher``: a trained model whose logits the student learns from when ``config.distill > 0``."""
         if config.distill > 0 and teacher is None:
             raise ConfigError("distill > 0 needs a teacher model (the job passes the dense baseline)")
-        self.model, self.train, self.test, self.cfg = model, train, test, config
-        self.teacher = teacher.eval() if teacher is not None and config.distill > 0 else None
+        self.world = ddp.world()
+        self.model, self.train, self.test, self.cfg = model.to(self.world.device), train, test, config
+        self.teacher = teacher.to(self.world.device).eval() if teacher is not None and config.distill > 0 else None
         self.hooks = list(hooks)
         self.ckpt = Path(checkpoint_dir) / f"{name}.safetensors" if checkpoint_dir else None
-        self.name, self.progress = name, progress
+        self.name, self.progress = name, progress and self.world.main
         self.opt = torch.optim.SGD(
             model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=config.momentum > 0,
             weight_decay=config.weight_decay,
@@ -149,15 +160,14 @@ class Trainer:
         self.start_epoch = 0
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def _save(self, epoch: int) -> None:
-        if self.ckpt is None:
-            return
+    def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """Everything training depends on: model, optimiser, hook tensors (Z, U, masks) and their metadata."""
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         for i, p in enumerate(self.model.parameters()):
             buf = self.opt.state.get(p, {}).get("momentum_buffer")
             if buf is not None:
                 tensors[f"optim.{i}"] = buf
-        meta = {"epoch": epoch, "history": self.history.epochs, "config": asdict(self.cfg), "hooks": []}
+        meta = {"history": self.history.epochs, "config": asdict(self.cfg), "hooks": []}
         for j, h in enumerate(self.hooks):
             if hasattr(h, "state_tensors"):
                 ht, hm = h.state_tensors()
@@ -165,6 +175,13 @@ class Trainer:
                 meta["hooks"].append(hm)
             else:
                 meta["hooks"].append({})
+        return tensors, meta
+
+    def _save(self, epoch: int) -> None:
+        if self.ckpt is None or not self.world.main:  # rank 0 writes; every rank resumes from its file
+            return
+        tensors, meta = self._state()
+        meta["epoch"] = epoch
         save_tensors(self.ckpt, tensors, meta)
 
     def resume(self) -> bool:
@@ -175,7 +192,7 @@ class Trainer:
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         for i, p in enumerate(self.model.parameters()):
             if f"optim.{i}" in tensors:
-                self.opt.state[p]["momentum_buffer"] = tensors[f"optim.{i}"].clone()
+                self.opt.state[p]["momentum_buffer"] = tensors[f"optim.{i}"].to(p.device).clone()
         for j, h in enumerate(self.hooks):
             if hasattr(h, "load_state_tensors"):
                 prefix = f"hook{j}."
@@ -192,14 +209,17 @@ class Trainer:
         nets = [m for m in (self.model, self.teacher) if m is not None]
         for m in nets:
             m.to(memory_format=fmt)
+        ddp.global_batchnorm(self.model, self.world)
         try:
-            return self._fit(fmt)
+            return self._fit(fmt, ddp.data_parallel(self.model, self.world))
         finally:
+            ddp.local_batchnorm(self.model)
             for m in nets:
                 m.to(memory_format=torch.contiguous_format)
 
-    def _fit(self, fmt: torch.memory_format) -> History:
-        cfg = self.cfg
+    def _fit(self, fmt: torch.memory_format, net: nn.Module) -> History:
+        """``net`` runs forward and backward: the model, or DDP over it on several ranks."""
+        cfg, w = self.cfg, self.world
         n = len(self.train)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
@@ -209,30 +229,38 @@ class Trainer:
                 t0 = time.perf_counter()
                 g = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
                 order = torch.randperm(n, generator=g)
+                torch.manual_seed(cfg.seed * 100003 + epoch * 1009 + w.rank)  # dropout: the same after a resume
                 self.model.train()
                 loss_sum, seen = 0.0, 0
                 for s in range(steps_per_epoch):
-                    idx = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
-                    x = self.train.images[idx]
-                    if cfg.augment:
+                    batch = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
+                    x = self.train.images[batch]
+                    if cfg.augment:  # the global batch, so every rank's part is augmented as one process would
                         x = augment_batch(x, g)
-                    x = normalise(x, self.train).contiguous(memory_format=fmt)
+                    part = ddp.local_rows(len(batch), w)
+                    idx, x = batch[part], x[part]
+                    x = normalise(x, self.train).contiguous(memory_format=fmt).to(w.device)
+                    labels = self.train.labels[idx].to(w.device)
                     step = epoch * steps_per_epoch + s
                     for group in self.opt.param_groups:
                         group["lr"] = lr_at(cfg, step, total)
-                    logits = self.model(x)
-                    loss = F.cross_entropy(logits, self.train.labels[idx], label_smoothing=cfg.label_smoothing)
+                    logits = ddp.guarded(lambda x=x: net(x), w)
+                    if len(idx):
+                        loss = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+                    else:  # a last global batch smaller than the ranks: this rank still joins the all-reduce
+                        loss = logits.sum() * 0.0
                     total_loss = loss
-                    if self.teacher is not None:
+                    if self.teacher is not None and len(idx):
                         with torch.no_grad():
                             soft = self.teacher(x)
                         total_loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(
                             logits, soft, cfg.temperature)
+                    total_loss = total_loss * ddp.batch_share(len(idx), len(batch), w)
                     for h in self.hooks:
                         if hasattr(h, "penalty"):
                             total_loss = total_loss + h.penalty(self.model)
                     self.opt.zero_grad(set_to_none=True)
-                    total_loss.backward()
+                    ddp.guarded(total_loss.backward, w)
                     self.opt.step()
                     for h in self.hooks:
                         if hasattr(h, "after_step"):
@@ -243,7 +271,12 @@ class Trainer:
                 for h in self.hooks:
                     if hasattr(h, "on_epoch_end"):
                         h.on_epoch_end(epoch)
+                loss_sum, seen = ddp.all_sum([loss_sum, seen], w)
                 record = {"epoch": epoch + 1, "loss": loss_sum / max(seen, 1), "seconds": time.perf_counter() - t0}
+                if w.size > 1:
+                    tensors, meta = self._state()
+                    ddp.check_identical(tensors, meta["hooks"], f"{self.name} epoch {epoch + 1}: weights, masks, "
+                                        "libraries or ADMM state", w)
                 if self.test is not None:
                     record["test_acc"] = evaluate(self.model, self.test)
                 self.history.epochs.append(record)
