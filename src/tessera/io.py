@@ -1,11 +1,13 @@
 """Files as safetensors (tensors) + JSON metadata (everything else). Never pickle.
 
 Writes go to a temporary file in the same folder and are renamed into place, so an interrupted write never leaves
-a half-written checkpoint behind.
+a half-written checkpoint behind; each file carries a sha256 of its tensors and metadata, so a damaged one is
+refused rather than loaded (safetensors itself checks only the header's structure).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -24,6 +26,19 @@ def _publish(tmp: str, path: Path) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)
     os.replace(tmp, path)
+
+
+def digest(tensors: dict[str, torch.Tensor], meta: object = None) -> str:
+    """sha256 over every tensor's name and exact bytes and the JSON of ``meta`` (but a dict's own "sha256" entry):
+    equal only when every value is bit-identical."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        h.update(k.encode())
+        h.update(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    if isinstance(meta, dict):
+        meta = {k: v for k, v in meta.items() if k != "sha256"}
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,7 +61,8 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     os.close(fd)
     try:
         clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-        save_file(clean, tmp, metadata={"tessera": json.dumps(meta or {})})
+        text = json.dumps(meta or {})
+        save_file(clean, tmp, metadata={"tessera": text, "tessera_sha256": digest(clean, json.loads(text))})
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -63,9 +79,14 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {}).get("tessera", "{}"))
-    except (SafetensorError, OSError, ValueError) as exc:
+            header = f.metadata() or {}
+        meta = json.loads(header.get("tessera", "{}"))
+        expected = header.get("tessera_sha256")  # absent in files written elsewhere: nothing to check against
+        if expected is not None and digest(tensors, meta) != expected:
+            raise ValueError("its contents do not match the checksum written with it")
+    except (SafetensorError, OSError, ValueError, TypeError, RecursionError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} is corrupted or not a safetensors file ({exc}); re-create it"
+            f"checkpoint {path} is corrupted or not a safetensors file ({str(exc)[:160]}); re-create it or restore "
+            "a copy"
         ) from None
     return tensors, meta

@@ -129,10 +129,20 @@ class ADMM:
                          "history": self.history, "libraries": self.libraries()}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        self.Z = [tensors[f"Z.{i}"].clone() for i in range(len(self.targets))]
-        self.U = [tensors[f"U.{i}"].clone() for i in range(len(self.targets))]
-        self.rho, self.step_count, self.history = meta["rho"], meta["step_count"], meta["history"]
-        self.updates = meta.get("updates", 0)
+        """Raises ValueError / KeyError on state that is not this job's (the trainer turns it into one line)."""
+        ws = [original_weight(t.module) for t in self.targets]
+        for key in ("Z", "U"):
+            for i, w in enumerate(ws):
+                t = tensors[f"{key}.{i}"]
+                if t.shape != w.shape or t.dtype != w.dtype:
+                    raise ValueError(f"ADMM {key}.{i} is {t.dtype} {tuple(t.shape)}, the layer {tuple(w.shape)}")
+        rho, steps, updates = meta["rho"], meta["step_count"], meta.get("updates", 0)
+        if not (isinstance(rho, int | float) and rho > 0 and isinstance(steps, int) and isinstance(updates, int)
+                and isinstance(meta["history"], list)):
+            raise ValueError("ADMM's rho, step count or history is not a number / list")
+        self.Z = [tensors[f"Z.{i}"].to(w.device).clone() for i, w in enumerate(ws)]
+        self.U = [tensors[f"U.{i}"].to(w.device).clone() for i, w in enumerate(ws)]
+        self.rho, self.step_count, self.history, self.updates = float(rho), steps, meta["history"], updates
         libs = meta.get("libraries", {})
         for i, t in enumerate(self.targets):
             if t.name in libs:

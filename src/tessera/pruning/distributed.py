@@ -9,15 +9,17 @@ Outside torchrun (no ``WORLD_SIZE`` or ``WORLD_SIZE=1``) every function here is 
 
 from __future__ import annotations
 
+import atexit
 import datetime
-import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from tessera.errors import TesseraError
+from tessera.io import digest
 
 
 class DistributedError(TesseraError):
@@ -64,10 +66,28 @@ def init_from_env(timeout_s: float = 600.0) -> World:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     try:
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout_s))
+        atexit.register(_leave)
     except (RuntimeError, ValueError) as e:
         raise DistributedError(f"could not join the torchrun job ({e}); start it with torchrun --nproc_per_node N"
                                ) from None
     return world()
+
+
+def _leave() -> None:
+    """At exit, wait (briefly) for the other ranks and tear the process group down before the interpreter does: a
+    rank leaving while a peer still talks, or gloo's threads outliving the group, abort the process ("terminate
+    called without an active exception") after a job that succeeded."""
+    dist = _dist()
+    if dist is None:
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # a rank already gone: torchrun reports it
+    dist.destroy_process_group()
 
 
 def local_rows(n: int, w: World) -> slice:
@@ -103,13 +123,16 @@ def guarded(step, w: World):
                                ) from None
 
 
-def fingerprint(tensors: dict[str, torch.Tensor], meta: object = None) -> bytes:
-    """A digest of tensors' exact bytes (and of a JSON-able ``meta``): equal only if every value is bit-identical."""
-    h = hashlib.sha256(repr(meta).encode())
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].detach().cpu().contiguous().numpy().tobytes())
-    return h.digest()
+def gather_rng_states(w: World) -> list[torch.Tensor]:
+    """Every rank's torch RNG state (dropout), in rank order, on every rank: rank 0 checkpoints them all."""
+    mine = torch.get_rng_state()
+    dist = _dist()
+    if dist is None or w.size == 1:
+        return [mine]
+    wide = mine.to(torch.int32).to(w.device)  # uint8 collectives are not on every backend
+    every = [torch.empty_like(wide) for _ in range(w.size)]
+    guarded(lambda: dist.all_gather(every, wide), w)
+    return [t.cpu().to(torch.uint8) for t in every]
 
 
 def check_identical(tensors: dict[str, torch.Tensor], meta: object, what: str, w: World) -> None:
@@ -118,7 +141,7 @@ def check_identical(tensors: dict[str, torch.Tensor], meta: object, what: str, w
     dist = _dist()
     if dist is None or w.size == 1:
         return
-    mine = torch.tensor(list(fingerprint(tensors, meta)), dtype=torch.int64, device=w.device)
+    mine = torch.tensor(list(bytes.fromhex(digest(tensors, meta))), dtype=torch.int64, device=w.device)
     every = [torch.empty_like(mine) for _ in range(w.size)]
     guarded(lambda: dist.all_gather(every, mine), w)
     differ = [r for r, t in enumerate(every) if not torch.equal(t, every[0])]
@@ -197,6 +220,8 @@ def data_parallel(model: nn.Module, w: World) -> nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     ids = [w.device.index] if w.device.type == "cuda" else None
+    # a 1-input-channel conv's weight is channels_last under two stride patterns; DDP warns at every step
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(model, device_ids=ids, forward_sync_buffers=False)
 
 

@@ -75,4 +75,6 @@ class GradualPruner:
         return {}, {"step_count": self.step_count}
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        if not isinstance(meta["step_count"], int) or meta["step_count"] < 0:
+            raise ValueError(f"gradual pruning's step count is {meta['step_count']!r}")
         self.step_count = meta["step_count"]

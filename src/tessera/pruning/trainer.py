@@ -28,7 +28,7 @@ from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from tessera.data import DatasetSplit
-from tessera.errors import ConfigError
+from tessera.errors import CheckpointError, ConfigError
 from tessera.io import load_tensors, save_tensors
 from tessera.pruning import distributed as ddp
 
@@ -51,6 +51,7 @@ class TrainConfig:
     temperature: Annotated[float, Gt(0)] = 4.0  # softmax temperature of the distillation targets
     channels_last: bool = True  # train in NHWC: oneDNN's CPU convolutions run 1.2-1.5x faster (vgg6, batch 128)
     seed: int = 0
+    checkpoint_every: Annotated[int, Ge(0)] = 0  # steps between mid-epoch checkpoints; 0: at epoch ends only
 
     def __post_init__(self) -> None:
         if self.schedule not in ("onecycle", "cosine", "constant"):
@@ -157,7 +158,8 @@ class Trainer:
             weight_decay=config.weight_decay,
         )
         self.history = History()
-        self.start_epoch = 0
+        self.start_epoch, self.start_step = 0, 0  # where training resumes (set by resume())
+        self._run: dict | None = None  # the interrupted epoch's generator, RNG and sums (mid-epoch resume)
 
     # -- checkpoints -------------------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -177,29 +179,65 @@ class Trainer:
                 meta["hooks"].append({})
         return tensors, meta
 
-    def _save(self, epoch: int) -> None:
-        if self.ckpt is None or not self.world.main:  # rank 0 writes; every rank resumes from its file
+    def _save(self, epoch: int, step: int = 0, run: dict | None = None) -> None:
+        """Checkpoint after ``epoch`` finished (``step`` 0) or ``step`` steps into the epoch after it; ``run`` then
+        holds that epoch's generator and running sums. Rank 0 writes; every rank resumes from its file."""
+        if self.ckpt is None:
+            return
+        rngs = ddp.gather_rng_states(self.world) if step else []  # every rank's dropout RNG (a collective)
+        sums = ddp.all_sum([run["loss_sum"], run["seen"]], self.world) if step else []  # the global batch's
+        if not self.world.main:
             return
         tensors, meta = self._state()
-        meta["epoch"] = epoch
+        meta.update(epoch=epoch, step=step)
+        if step:
+            tensors["run.generator"] = run["generator"].get_state()
+            tensors.update({f"run.rng.{r}": t for r, t in enumerate(rngs)})
+            meta.update(loss_sum=sums[0], seen=int(sums[1]), ranks=self.world.size)
         save_tensors(self.ckpt, tensors, meta)
 
     def resume(self) -> bool:
-        """Load the last checkpoint if there is one; returns whether training resumes from it."""
+        """Load the last checkpoint if there is one; returns whether training resumes from it. A checkpoint of
+        another model or another training config is refused (resuming it would not replay this run)."""
         if self.ckpt is None or not self.ckpt.exists():
             return False
         tensors, meta = load_tensors(self.ckpt)
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        for i, p in enumerate(self.model.parameters()):
-            if f"optim.{i}" in tensors:
-                self.opt.state[p]["momentum_buffer"] = tensors[f"optim.{i}"].to(p.device).clone()
-        for j, h in enumerate(self.hooks):
-            if hasattr(h, "load_state_tensors"):
-                prefix = f"hook{j}."
-                h.load_state_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
-                                     meta["hooks"][j])
-        self.history.epochs = meta["history"]
-        self.start_epoch = int(meta["epoch"]) + 1
+        if not _checkpoint_meta_ok(meta):
+            raise CheckpointError(f"checkpoint {self.ckpt} is not a {self.name} training checkpoint of this job "
+                                  "(its metadata is not what tessera writes); delete it to restart the phase")
+        ours = asdict(self.cfg)
+        saved = meta["config"]
+        changed = [k for k in ours if k != "checkpoint_every" and k in saved and saved[k] != ours[k]]
+        if changed:
+            k = changed[0]
+            raise CheckpointError(f"checkpoint {self.ckpt} was written with {k}={saved[k]!r}, now {k}={ours[k]!r}; "
+                                  f"restore the recipe or delete the file to restart the {self.name} phase")
+        try:
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            params = list(self.model.parameters())
+            for i, p in enumerate(params):
+                if f"optim.{i}" in tensors:
+                    if tensors[f"optim.{i}"].shape != p.shape:
+                        raise ValueError(f"optimiser state {i} has shape {tuple(tensors[f'optim.{i}'].shape)}")
+                    self.opt.state[p]["momentum_buffer"] = tensors[f"optim.{i}"].to(p.device).clone()
+            for j, h in enumerate(self.hooks):
+                if hasattr(h, "load_state_tensors"):
+                    prefix = f"hook{j}."
+                    h.load_state_tensors({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)},
+                                         meta["hooks"][j])
+            self.history.epochs = list(meta["history"])
+            self.start_epoch = int(meta["epoch"]) + 1
+            self.start_step = int(meta.get("step", 0))
+            if self.start_step:
+                rng = tensors.get(f"run.rng.{self.world.rank}") if meta.get("ranks") == self.world.size else None
+                main = self.world.main  # the sums saved are the global batch's: rank 0 carries them on
+                self._run = {"generator": tensors["run.generator"], "rng": rng,
+                             "loss_sum": float(meta["loss_sum"]) if main else 0.0,
+                             "seen": int(meta["seen"]) if main else 0}
+        except (RuntimeError, KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(f"checkpoint {self.ckpt} does not fit this model and phase "
+                                  f"({str(exc).splitlines()[0][:120]}); delete it or point the output elsewhere"
+                                  ) from None
         return True
 
     # -- training ----------------------------------------------------------------------------------------------
@@ -223,7 +261,7 @@ class Trainer:
         n = len(self.train)
         steps_per_epoch = math.ceil(n / cfg.batch_size)
         total = steps_per_epoch * cfg.epochs
-        bar = _Progress(self.progress, f"{self.name}", total, self.start_epoch * steps_per_epoch)
+        bar = _Progress(self.progress, f"{self.name}", total, self.start_epoch * steps_per_epoch + self.start_step)
         with bar:
             for epoch in range(self.start_epoch, cfg.epochs):
                 t0 = time.perf_counter()
@@ -231,8 +269,14 @@ class Trainer:
                 order = torch.randperm(n, generator=g)
                 torch.manual_seed(cfg.seed * 100003 + epoch * 1009 + w.rank)  # dropout: the same after a resume
                 self.model.train()
-                loss_sum, seen = 0.0, 0
-                for s in range(steps_per_epoch):
+                loss_sum, seen, first = 0.0, 0, 0
+                if self._run is not None and epoch == self.start_epoch:  # mid-epoch: where the checkpoint was
+                    g.set_state(self._run["generator"])
+                    if self._run["rng"] is not None:
+                        torch.set_rng_state(self._run["rng"])
+                    loss_sum, seen, first = self._run["loss_sum"], self._run["seen"], self.start_step
+                    self._run = None
+                for s in range(first, steps_per_epoch):
                     batch = order[s * cfg.batch_size : (s + 1) * cfg.batch_size]
                     x = self.train.images[batch]
                     if cfg.augment:  # the global batch, so every rank's part is augmented as one process would
@@ -267,6 +311,8 @@ class Trainer:
                             h.after_step()
                     loss_sum += loss.item() * len(idx)
                     seen += len(idx)
+                    if cfg.checkpoint_every and (s + 1) % cfg.checkpoint_every == 0 and s + 1 < steps_per_epoch:
+                        self._save(epoch - 1, s + 1, {"generator": g, "loss_sum": loss_sum, "seen": seen})
                     bar.advance(f"{self.name} epoch {epoch + 1}/{cfg.epochs} loss {loss_sum / seen:.3f}")
                 for h in self.hooks:
                     if hasattr(h, "on_epoch_end"):
@@ -285,6 +331,19 @@ class Trainer:
                         + f", {record['seconds']:.0f}s")
                 self._save(epoch)
         return self.history
+
+
+def _checkpoint_meta_ok(meta: object) -> bool:
+    """The shape of the metadata :meth:`Trainer._save` writes (values are checked where they are used)."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        return False
+    epoch, step = meta.get("epoch"), meta.get("step", 0)
+    if not (isinstance(epoch, int) and epoch >= -1 and isinstance(step, int) and step >= 0):
+        return False
+    if step and not (isinstance(meta.get("loss_sum"), int | float) and isinstance(meta.get("seen"), int)):
+        return False
+    return isinstance(meta.get("history"), list) and all(isinstance(e, dict) for e in meta["history"]) and \
+        isinstance(meta.get("hooks"), list) and all(isinstance(h, dict) for h in meta["hooks"])
 
 
 class _Progress:

@@ -9,8 +9,6 @@ re-tuned, and a warning says so.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import platform
 import warnings
 from pathlib import Path
@@ -22,7 +20,7 @@ from tessera.compiler.compile import Compiled, LayerPlan, compile_graph
 from tessera.compiler.target import Target, get_target
 from tessera.compiler.toolchain import compiler_version, find_compiler
 from tessera.errors import CheckpointError, CompileError, InputError, TesseraError
-from tessera.io import load_tensors, save_tensors
+from tessera.io import digest, load_tensors, save_tensors
 
 ARTIFACT_FORMAT = 2  # 2: the checksum covers the metadata too
 
@@ -30,17 +28,6 @@ ARTIFACT_FORMAT = 2  # 2: the checksum covers the metadata too
 def machine_fingerprint(target: Target | None = None) -> str:
     cc = find_compiler()
     return f"{platform.machine()}|{get_target(target).key}|{compiler_version(cc) if cc else 'no-cc'}"
-
-
-def _checksum(tensors: dict[str, torch.Tensor], meta: dict) -> str:
-    """sha256 over every tensor and the metadata (but its own entry): an altered shape, decision or spec is
-    refused like an altered weight."""
-    h = hashlib.sha256()
-    for k in sorted(tensors):
-        h.update(k.encode())
-        h.update(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps({k: v for k, v in meta.items() if k != "sha256"}, sort_keys=True).encode())
-    return h.hexdigest()
 
 
 class CompiledModel(nn.Module):
@@ -168,7 +155,7 @@ class CompiledModel(nn.Module):
             "network": self.network is not None,
             "network_params": self.network_params,
         }
-        meta["sha256"] = _checksum(tensors, meta)
+        meta["sha256"] = digest(tensors, meta)
         save_tensors(path, tensors, meta)
 
 
@@ -209,7 +196,7 @@ def load(path: str | Path, model: nn.Module | str | None = None, threads: int | 
     if meta.get("format") != ARTIFACT_FORMAT or "sha256" not in meta:
         raise CheckpointError(f"{path} is not a tessera compiled-model artifact (format {meta.get('format')}); "
                               "compile and save it again")
-    if _checksum(tensors, meta) != meta["sha256"]:
+    if digest(tensors, meta) != meta["sha256"]:
         raise CheckpointError(f"{path} is corrupted (checksum mismatch); save the compiled model again")
     if model is None and (meta.get("external") or {}).get("spec"):
         model = meta["external"]["spec"]
