@@ -67,7 +67,7 @@ static inline float acts_gelu(float v) { return 0.5f * v * (1.f + erff(v * 0.707
 static inline float acts_gelu_tanh(float v) {
     return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); }
 
-static void tile_0_1(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+static void tile_1(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
                    const int32_t *restrict rp, const float *restrict bias) {
     const vf z = {0};
@@ -117,7 +117,7 @@ static void tile_0_1(const float *xt, long ldx, float *yt, long ldy, const float
     }
 }
 
-static void tile_0_2(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+static void tile_2(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
                    const int32_t *restrict rp, const float *restrict bias) {
     const vf z = {0};
@@ -198,11 +198,11 @@ void run_0(int P, int nimg, const float *x, float *y, const float *res,
             const int t = q / chunks, ch = q - t * chunks;
             const int r0 = ch * per, r1 = r0 + per < 16 ? r0 + per : 16;
             if (t < full)
-                tile_0_2(xb + (long)t * 16, P, yb + (long)t * 16, P, rb ? rb + (long)t * 16 : 0, r0, r1,
+                tile_2(xb + (long)t * 16, P, yb + (long)t * 16, P, rb ? rb + (long)t * 16 : 0, r0, r1,
                        vals, cols, rp, bias);
             else switch ((tail + 7) / 8) {  /* the partial tile: only the vectors it needs */
-                case 1: tile_0_1(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias); break;
-                default: tile_0_2(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias);
+                case 1: tile_1(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias); break;
+                default: tile_2(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias);
             }
         }
         if (tail) {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -137,8 +138,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         libs[lay.name] = LayerLibrary(packed, geom, conv_candidates(vw, packed.group, geom, list(packed.patterns),
                                                                       target.registers),
                                       m.act, m.residual, target)
-    with ThreadPoolExecutor(max_workers=2) as pool:  # the compiler runs outside the GIL
-        list(pool.map(lambda lib: lib.build(), libs.values()))
+    build_all(list(libs.values()))
     decisions = decisions or {}
     need = [lay for lay in layers if lay.name in libs and lay.name not in decisions]
     inputs = capture_inputs(gm, {lay.name: lay.module for lay in need}, example) if need and tune and not force \
@@ -166,6 +166,19 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     if have_cc and network is not False and force != "dense":
         _attach_network(out, example, threads, target, network, log, network_params)
     return out
+
+
+def build_all(libs: list) -> None:
+    """Build every library on all cores: each distinct source once (layers of one shape share their C, and two
+    workers compiling the same file both miss the cache), the largest first so the last to finish is short."""
+    distinct: dict[str, object] = {}
+    for lib in libs:
+        distinct.setdefault(lib.source, lib)
+    order = sorted(distinct.values(), key=lambda lib: -len(lib.source))
+    with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:  # the compiler runs outside the GIL
+        list(pool.map(lambda lib: lib.build(), order))
+    for lib in libs:
+        lib.build()  # the others: cache hits
 
 
 @dataclass

@@ -323,7 +323,7 @@ MAKEFILE = """# Built by tessera for target @TARGET@. `make` builds libtessera_m
 # cross: `make CC=aarch64-linux-gnu-gcc`; `make OPT=-O2` for a quicker build.
 CC ?= cc
 AR ?= ar
-OPT ?= -O3
+OPT ?= -O3 -fno-ipa-cp-clone -fno-split-loops
 TARGET_FLAGS ?= @TARGET_FLAGS@
 OPENMP ?= 1
 CFLAGS ?= $(OPT) $(TARGET_FLAGS)
