@@ -6,6 +6,8 @@ example did not show (batch 0..4, channels_last, a strided view): always torch's
 The default run draws 200 layers (the same ones every run); ``make test-slow`` (the ``slow`` marker) draws 2,000 more.
 """
 
+from dataclasses import asdict
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -115,10 +117,19 @@ def _inputs(draw_batch: int, fmt: str, shape: tuple[int, int, int]) -> torch.Ten
     return x
 
 
-def _check(case, network: bool, batch: int, fmt: str) -> None:
+def _check(case, network: bool, batch: int, fmt: str, pick: int = 0) -> None:
+    """``pick`` chooses the layer-by-layer kernel among all its tuning candidates (every family that applies),
+    not only the untuned default the whole-network function takes."""
     model, shape, desc = case
     x = torch.randn(2, *shape)
     cm = tessera.runtime.compile(model, x, threads=2, tune=False, network=network, _force="sparse")
+    if not network and cm.plans[0].decision.backend == "sparse":
+        name = cm.plans[0].name
+        cands = dict(cm.graph.named_modules())[name].kernel.layer.candidates
+        i = pick % len(cands)
+        decision = {"backend": "sparse", "reason": "parity suite", "index": i, "params": asdict(cands[i])}
+        cm = tessera.runtime.compile(model, x, threads=2, network=False, _decisions={name: decision})
+        desc += f" candidate {cands[i]}"
     for b in (batch, 1):  # a batch the example did not show, then the example's own size
         xi = _inputs(b, fmt, shape)
         with torch.no_grad():
@@ -136,17 +147,18 @@ def _suite(n: int, derandomize: bool):
                     derandomize=derandomize)
 
 
-ARGS = (layers(), st.booleans(), st.integers(0, 4), st.sampled_from(["nchw", "channels_last", "strided"]))
+ARGS = (layers(), st.booleans(), st.integers(0, 4), st.sampled_from(["nchw", "channels_last", "strided"]),
+        st.integers(0, 63))
 
 
 @_suite(200, derandomize=True)  # the same layers on every CI run
 @given(*ARGS)
-def test_random_layers_match_torch(case, network, batch, fmt):
-    _check(case, network, batch, fmt)
+def test_random_layers_match_torch(case, network, batch, fmt, pick):
+    _check(case, network, batch, fmt, pick)
 
 
 @pytest.mark.slow
 @_suite(2000, derandomize=False)  # new layers every run
 @given(*ARGS)
-def test_random_layers_match_torch_slow(case, network, batch, fmt):
-    _check(case, network, batch, fmt)
+def test_random_layers_match_torch_slow(case, network, batch, fmt, pick):
+    _check(case, network, batch, fmt, pick)
