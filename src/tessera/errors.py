@@ -30,5 +30,9 @@ class CompileError(TesseraError):
     """Native code could not be generated, built or loaded."""
 
 
+class DistributedError(TesseraError):
+    """The ranks of a torchrun job disagree or one of them stopped."""
+
+
 class InputError(TesseraError):
     """A compiled model was called with an input it cannot take (dtype, rank, device)."""

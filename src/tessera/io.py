@@ -29,14 +29,12 @@ def _publish(tmp: str, path: Path) -> None:
 
 
 def digest(tensors: dict[str, torch.Tensor], meta: object = None) -> str:
-    """sha256 over every tensor's name and exact bytes and the JSON of ``meta`` (but a dict's own "sha256" entry):
-    equal only when every value is bit-identical."""
+    """sha256 over every tensor's name and exact bytes and the JSON of ``meta``: equal only when every value is
+    bit-identical."""
     h = hashlib.sha256()
     for k in sorted(tensors):
         h.update(k.encode())
         h.update(tensors[k].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    if isinstance(meta, dict):
-        meta = {k: v for k, v in meta.items() if k != "sha256"}
     h.update(json.dumps(meta, sort_keys=True).encode())
     return h.hexdigest()
 

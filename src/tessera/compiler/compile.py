@@ -178,7 +178,7 @@ def build_all(libs: list) -> None:
     with ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1)) as pool:  # the compiler runs outside the GIL
         list(pool.map(lambda lib: lib.build(), order))
     for lib in libs:
-        lib.build()  # the others: cache hits
+        lib.path = distinct[lib.source].path  # the same source: the same shared object
 
 
 @dataclass

@@ -24,6 +24,7 @@ from torch import fx
 from tessera.compiler.geometry import KernelParams
 from tessera.compiler.network import NetworkRenderer, Unsupported, render_network
 from tessera.compiler.target import Target
+from tessera.compiler.toolchain import FLAGS, GCC_FLAGS
 from tessera.errors import CompileError
 
 ALIGN = 64
@@ -82,7 +83,8 @@ def export_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], dire
         "model.c": _unit(r, offsets, buf_off, scratch_off, digest, threads),
         "weights.c": WEIGHTS_C,
         "main.c": MAIN_C,
-        "Makefile": MAKEFILE.replace("@TARGET_FLAGS@", " ".join(target.cflags)).replace("@TARGET@", target.name),
+        "Makefile": MAKEFILE.replace("@TARGET_FLAGS@", " ".join(target.cflags)).replace("@TARGET@", target.name)
+        .replace("@OPT@", " ".join((FLAGS[0], *GCC_FLAGS))),
         "CMakeLists.txt": CMAKE.replace("@TARGET_FLAGS@", ";".join(target.cflags)),
     }
     manifest = {"format": 1, "target": target.name, "target_key": target.key, "parameters": source,
@@ -323,7 +325,7 @@ MAKEFILE = """# Built by tessera for target @TARGET@. `make` builds libtessera_m
 # cross: `make CC=aarch64-linux-gnu-gcc`; `make OPT=-O2` for a quicker build.
 CC ?= cc
 AR ?= ar
-OPT ?= -O3 -fno-ipa-cp-clone -fno-split-loops
+OPT ?= @OPT@
 TARGET_FLAGS ?= @TARGET_FLAGS@
 OPENMP ?= 1
 CFLAGS ?= $(OPT) $(TARGET_FLAGS)

@@ -18,12 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tessera.errors import TesseraError
+from tessera.errors import DistributedError
 from tessera.io import digest
-
-
-class DistributedError(TesseraError):
-    """The ranks of a torchrun job disagree or one of them stopped."""
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,7 @@ class Trainer:
                                   f"restore the recipe or delete the file to restart the {self.name} phase")
         try:
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            params = list(self.model.parameters())
-            for i, p in enumerate(params):
+            for i, p in enumerate(self.model.parameters()):
                 if f"optim.{i}" in tensors:
                     if tensors[f"optim.{i}"].shape != p.shape:
                         raise ValueError(f"optimiser state {i} has shape {tuple(tensors[f'optim.{i}'].shape)}")
