@@ -190,6 +190,28 @@ def test_compile_cli_errors(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+def test_every_command_shows_an_example_in_its_help(capsys):
+    from tessera.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert set(commands) >= {"prune", "run", "compile", "bench", "export", "onnx", "report", "schema", "list"}
+    for name in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([name, "--help"])
+        assert exit_.value.code == 0 and "example: tessera " in capsys.readouterr().out, name
+
+
+def test_list_and_bench_cli(tmp_path, capsys):
+    assert main(["list", "schemes"]) == 0 and "pattern_connectivity" in capsys.readouterr().out.split()
+    assert main(["list", "models"]) == 0 and "resnet20" in capsys.readouterr().out.split()
+    with pytest.raises(SystemExit) as exit_:
+        main(["list", "nothing"])
+    assert exit_.value.code == 2 and "invalid choice" in capsys.readouterr().err
+    assert main(["bench", str(tmp_path / "missing.tessera")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
 NET_PY = '''
 import torch.nn as nn
 

@@ -299,7 +299,8 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example: tessera schema --output recipe.schema.json")
     p.add_argument("--output", help="write it to this file instead of printing it")
     p.set_defaults(func=_schema)
-    p = sub.add_parser("list", help="list registered models or sparsity schemes")
+    p = sub.add_parser("list", help="list registered models or sparsity schemes",
+                       epilog="example: tessera list schemes")
     p.add_argument("what", choices=["models", "schemes"])
     p.set_defaults(func=_list)
     return parser
