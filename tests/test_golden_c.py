@@ -17,7 +17,8 @@ from tessera.compiler.codegen import render_layer
 from tessera.compiler.formats import pack_conv
 from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.graph import fuse, trace
-from tessera.compiler.network import render_network
+from tessera.compiler.network_emit import emit_network
+from tessera.compiler.network_plan import plan_network
 from tessera.compiler.target import get_target
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -105,5 +106,4 @@ def test_network_c_is_pinned(target):
         for p in m.parameters():
             p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape))
     gm = fuse(trace(m, torch.zeros(1, 3, 12, 12)))
-    r = render_network(gm, {}, get_target(target), 1, spin=True)
-    _check(f"network_{target}", r.source)
+    _check(f"network_{target}", emit_network(plan_network(gm, {}, get_target(target), 1, spin=True)))

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tessera.runtime
-from tessera.compiler.network import render_network
+from tessera.compiler.network_plan import plan_network
 from tessera.compiler.target import host_target
 from tessera.errors import InputError
 from tessera.models import create_model
@@ -62,11 +62,11 @@ def test_no_barrier_dropped_before_a_write_into_recycled_memory():
     m = _Recycles().eval()
     x = torch.randn(2, 8, 20, 20)
     cm = tessera.runtime.compile(m, x[:1], threads=2, _force="sparse", network=True)
-    r = render_network(cm.graph, {}, host_target(), 2)
+    r = plan_network(cm.graph, {}, host_target(), 2)
     writes = [w for _, _, w in r.statements]
     assert len(set().union(*writes)) < len(writes)  # some value went into recycled memory
     for i, (node, reads, w) in enumerate(r.statements[:-1]):
-        if node in r.free:
+        if node in r.barrier_free:
             _, next_reads, next_writes = r.statements[i + 1]
             assert not next_writes & (reads | w) and not w & next_reads
     with torch.no_grad():
@@ -88,9 +88,9 @@ def test_activations_share_buffers_and_stay_exact_at_two_threads(compiled_arch):
             assert rel_err(cm(x), ref) <= 1e-5
     # a conv may skip its barrier only if the next statement neither reads its output nor writes (into recycled
     # memory) a buffer the conv still reads: the rule, checked on the rendered plan (a race is too rare to catch)
-    r = render_network(cm.graph, {}, host_target(), 2)
+    r = plan_network(cm.graph, {}, host_target(), 2)
     for i, (node, reads, writes) in enumerate(r.statements[:-1]):
-        if node in r.free:
+        if node in r.barrier_free:
             _, next_reads, next_writes = r.statements[i + 1]
             assert not next_writes & (reads | writes) and not writes & next_reads
 

@@ -18,7 +18,8 @@ from torch.fx.passes.split_module import split_module
 
 from tessera.compiler.geometry import KernelParams
 from tessera.compiler.graph import FusedConv, capture_inputs
-from tessera.compiler.network import NetworkKernel, NetworkRenderer, Unsupported, render_network
+from tessera.compiler.network import NetworkKernel
+from tessera.compiler.network_plan import Unsupported, plan_network
 from tessera.compiler.target import Target
 
 _WORK = (FusedConv, nn.Linear, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
@@ -48,9 +49,7 @@ class Partitioned:
 
 def survey(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target) -> dict[fx.Node, str]:
     """Every node the network function cannot emit, with the reason (one walk, no compiler call)."""
-    r = NetworkRenderer(gm, params_for, target, survey=True)
-    r.render()
-    return r.torch_nodes
+    return plan_network(gm, params_for, target, survey=True).torch_nodes
 
 
 def _is_work(gm: fx.GraphModule, node: fx.Node) -> bool:
@@ -68,7 +67,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
         if not native:
             break
         inputs = capture_inputs(split, native, example)
-        renderers, moved = {}, False
+        plans, moved = {}, False
         for name, sub in native.items():
             with torch.no_grad():
                 ShapeProp(sub).propagate(*inputs[name])
@@ -80,7 +79,7 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
                 moved = True
                 continue
             try:
-                renderers[name] = render_network(sub, params_for, target, threads)
+                plans[name] = plan_network(sub, params_for, target, threads)
             except Unsupported as exc:
                 bad = exc.node
                 if bad is None or bad.op in ("placeholder", "output") or bad.name in torch_nodes:
@@ -91,8 +90,8 @@ def partition(gm: fx.GraphModule, example: torch.Tensor, params_for: dict[str, K
         if moved:
             continue
         names = []
-        for name, r in renderers.items():
-            kernel = NetworkKernel(native[name], params_for, target, threads, renderer=r)
+        for name, r in plans.items():
+            kernel = NetworkKernel(r, threads)
             shapes = [tuple(t.shape[1:]) for t in inputs[name]]
             setattr(split, name, NativeSegment(kernel, native[name], shapes))
             names.append(name)

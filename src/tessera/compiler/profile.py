@@ -7,19 +7,20 @@ import torch
 from torch import fx
 
 from tessera.compiler.geometry import KernelParams
-from tessera.compiler.network import NetworkKernel, render_network
+from tessera.compiler.network import NetworkKernel
+from tessera.compiler.network_plan import plan_network
 from tessera.compiler.target import Target
 
 
 def profile_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], target: Target, threads: int,
                     x: torch.Tensor, rounds: int = 20) -> list[tuple[str, float]]:
     """(node name, ms per call) for every node that emits code, in execution order, and the output copy."""
-    r = render_network(gm, params_for, target, threads, profile=True)
-    kernel = NetworkKernel(gm, params_for, target, threads, renderer=r)
+    plan = plan_network(gm, params_for, target, threads, profile=True)
+    kernel = NetworkKernel(plan, threads)
     table = kernel._scratch[-1].view(torch.float64)
     for _ in range(3):  # warm-up: caches, the team of threads, the clock
         kernel(x)
     table.zero_()
     for _ in range(rounds):
         kernel(x)
-    return [(name, ms) for name, ms in zip(r.profiled, (table * 1e3 / rounds).tolist(), strict=True)]
+    return [(name, ms) for name, ms in zip(plan.profiled, (table * 1e3 / rounds).tolist(), strict=True)]

@@ -4,7 +4,7 @@ convs, max and average pooling (any kernel, stride, padding, ceil_mode), adaptiv
 They are memory-bound, so the shape is one pass: one (channel, output row) per work item, the row accumulated on
 the stack, the epilogue (bias, residual, activation) fused into the store. Padding is never materialised: for each
 tap the range of output columns whose input column is inside the image is a compile-time constant, so the inner
-loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network's ``_Buf`` objects
+loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network plan's ``Buffer`` objects
 (``at`` / ``put`` / ``expr``), whatever their layout.
 """
 
