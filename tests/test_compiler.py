@@ -1,4 +1,3 @@
-import dataclasses
 import warnings
 
 import pytest
@@ -10,6 +9,7 @@ from torch import nn
 import tessera
 import tessera.runtime
 from tessera.compiler.formats import pack_conv, unpack_conv
+from tessera.compiler.kernels import params_to_dict
 from tessera.compiler.target import host_target
 from tessera.errors import CheckpointError, CompileError
 from tessera.models import create_model, list_models
@@ -242,7 +242,7 @@ def test_network_with_channel_blocked_or_shifted_layers_matches(name, kind):
             idx = max((i for i, c in enumerate(lib.candidates) if c.shift), default=blocked[-1]) \
                 if kind == "shift" else blocked[-1]
             decisions[p.name] = {"backend": "sparse", "reason": "test", "index": idx,
-                                 "params": dataclasses.asdict(lib.candidates[idx])}
+                                 "params": params_to_dict(lib.candidates[idx])}
     cm = tessera.runtime.compile(m, x, threads=2, network=True, _decisions=decisions)
     assert cm.network is not None and len(decisions) >= 4
     assert (cm.network.tight_buffers > 0) == (kind == "shift")
@@ -273,8 +273,9 @@ def test_network_with_channel_blocked_or_shifted_layers_matches(name, kind):
 @pytest.mark.parametrize("vw", [8, 16])
 def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     """The dx-shifted variant (aligned rows, one accumulator set per kernel column) against torch."""
-    from tessera.compiler.geometry import ConvGeometry, KernelParams
+    from tessera.compiler.geometry import ConvGeometry
     from tessera.compiler.kernel import LayerLibrary
+    from tessera.compiler.kernels.shifted import ShiftedParams
 
     g = torch.Generator().manual_seed(cin * cout + vw)
     weight = sparsify(torch.randn(cout, cin, 3, 3, generator=g), kind)
@@ -287,7 +288,7 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
     if vw > host_target().vector_width:
         pytest.skip("16-float vectors need AVX-512")
     # built whether or not the tuner would offer it; one channel per block, one block; 8 vectors a tile
-    cands = (KernelParams(4, vw, 1, True), KernelParams(4, vw, cin, True), KernelParams(8, vw, cin, True))
+    cands = (ShiftedParams(4, vw, 1), ShiftedParams(4, vw, cin), ShiftedParams(8, vw, cin))
     lib = LayerLibrary(packed, geom, cands, True, True)
     for i in range(len(cands)):
         assert rel_err(lib.kernel(i)(x, res, 2), (ref + res).relu()) <= 1e-5
@@ -306,15 +307,16 @@ def test_shifted_kernel_matches_torch(cin, cout, h, w, pad, kind, vw):
 def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
     """Stride 2, 3x3, padding 1 on tight phase planes (two accumulator sets: column j - 1 and j) against torch,
     and the tuner offers it wherever the phase rows are tight."""
-    from tessera.compiler.geometry import ConvGeometry, KernelParams, shift_applies, tight_rows
+    from tessera.compiler.geometry import ConvGeometry, shift_applies, tight_rows
     from tessera.compiler.kernel import LayerLibrary
+    from tessera.compiler.kernels.shifted import ShiftedParams
 
     if vw > host_target().vector_width:
         pytest.skip("16-float vectors need AVX-512")
     geom = ConvGeometry(cin, cout, h, w, 3, 3, 2, 1, 1)
     if not tight_rows(geom, vw):
         with pytest.raises(ValueError, match="tight phase planes"):
-            LayerLibrary(pack_conv(torch.ones(cout, cin, 3, 3), None), geom, (KernelParams(4, vw, cin, True),),
+            LayerLibrary(pack_conv(torch.ones(cout, cin, 3, 3), None), geom, (ShiftedParams(4, vw, cin),),
                          False, False)
         return
     assert shift_applies(geom, 1, vw)
@@ -331,7 +333,7 @@ def test_stride2_shifted_kernel_matches_torch(cin, cout, h, w, kind, vw):
     res = torch.randn(ref.shape, generator=g)
     packed = pack_conv(weight, b, group_sizes=())
     unit = max(1, geom.wo // vw)  # vectors of a whole phase row
-    cands = (KernelParams(unit, vw, 1, True), KernelParams(unit, vw, cin, True), KernelParams(4 * unit, vw, cin, True))
+    cands = (ShiftedParams(unit, vw, 1), ShiftedParams(unit, vw, cin), ShiftedParams(4 * unit, vw, cin))
     lib = LayerLibrary(packed, geom, cands, True, True)
     for i in range(len(cands)):
         assert rel_err(lib.kernel(i)(x, res, 2), (ref + res).relu()) <= 1e-5, cands[i]
@@ -381,7 +383,7 @@ def test_network_in_row_bands_matches_and_survives_save(tmp_path):
     probe = tessera.runtime.compile(m, x, threads=2, network=False, _force="sparse")
     decisions = {p.name: p.decision.to_json() for p in probe.plans}
     bands = _row_bands(SimpleNamespace(plans=probe.plans), 2, host_target())
-    bands = {k: dataclasses.asdict(v) for k, v in bands.items()}
+    bands = {k: params_to_dict(v) for k, v in bands.items()}
     assert len(bands) >= 19
     cm = tessera.runtime.compile(m, x, threads=2, network=True, _decisions=decisions, _network_params=bands)
     assert cm.network is not None and cm.network_params == bands

@@ -15,8 +15,12 @@ from tessera.compiler.block_codegen import render_block_layer
 from tessera.compiler.block_format import pack_blocks
 from tessera.compiler.codegen import render_layer
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry, KernelParams
+from tessera.compiler.geometry import ConvGeometry
 from tessera.compiler.graph import fuse, trace
+from tessera.compiler.kernels.channel_blocked import ChannelBlockedParams
+from tessera.compiler.kernels.pattern_loops import PatternLoopsParams
+from tessera.compiler.kernels.shifted import ShiftedParams
+from tessera.compiler.kernels.unaligned_block import BlockParams
 from tessera.compiler.network_emit import emit_network
 from tessera.compiler.network_plan import plan_network
 from tessera.compiler.target import get_target
@@ -58,9 +62,9 @@ def _check(name: str, source: str) -> None:
 
 GEOM = ConvGeometry(4, 8, 8, 8, 3, 3, 1, 1, 1)
 FAMILIES = {
-    "pattern_loops": KernelParams(2, 8),  # per-pattern FKW loops
-    "channel_blocked": KernelParams(2, 8, 2),  # tap lists over blocks of 2 input channels
-    "shifted": KernelParams(4, 8, 1, True),  # dx-shifted accumulators on aligned rows
+    "pattern_loops": PatternLoopsParams(2, 8),  # per-pattern FKW loops
+    "channel_blocked": ChannelBlockedParams(2, 8, 2),  # tap lists over blocks of 2 input channels
+    "shifted": ShiftedParams(4, 8, 1),  # dx-shifted accumulators on aligned rows
 }
 
 
@@ -73,7 +77,7 @@ def test_conv_family_c_is_pinned(family):
 
 def test_block_family_c_is_pinned():
     packed = pack_blocks(block_weight(16, 8), torch.ones(16))
-    _check("block_unaligned", render_block_layer(packed, (KernelParams(2, 8),), "relu6", False))
+    _check("block_unaligned", render_block_layer(packed, (BlockParams(2, 8),), "relu6", False))
 
 
 class _Tiny(nn.Module):

@@ -1,17 +1,34 @@
-"""The kernel-family registry: every family's candidates, on every target this machine runs, against torch's conv;
-duplicates refused; each parameter set owned by exactly one family."""
+"""The kernel-family registry: every family's candidates, on every target this machine runs, against torch (FKW
+convs and unaligned blocks layer by layer, depthwise and grouped convs in the whole-network function); duplicates
+refused; each parameter set belongs to exactly one family and survives its JSON form."""
 
 import subprocess
 import sys
+from dataclasses import dataclass
+from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from tessera.compiler.block_format import pack_blocks
+from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry
+from tessera.compiler.geometry import ConvGeometry, KernelParams
+from tessera.compiler.graph import fuse, trace
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.kernels import conv_candidates, family_of, get_family, list_families, register_family
+from tessera.compiler.kernels import (
+    conv_candidates,
+    family_of,
+    get_family,
+    list_families,
+    params_from_dict,
+    params_to_dict,
+    register_family,
+)
+from tessera.compiler.network import NetworkKernel
+from tessera.compiler.network_plan import SparseConv, WindowConv, plan_network
 from tessera.compiler.target import TARGETS, host_target
 from tessera.sparsity import PatternLibrary, pattern_connectivity_mask
 
@@ -22,8 +39,12 @@ LAYERS = [  # (cin, cout, h, w, stride, pad): shapes where each family has candi
 ]
 
 
+FAMILIES = ["pattern_loops", "channel_blocked", "shifted", "unaligned_block", "depthwise", "grouped"]
+FKW = ["pattern_loops", "channel_blocked", "shifted"]
+
+
 def test_registry_lists_and_refuses_duplicates():
-    assert list_families() == ["pattern_loops", "channel_blocked", "shifted"]
+    assert list_families() == FAMILIES
 
     class Impostor:
         name = "shifted"
@@ -32,18 +53,45 @@ def test_registry_lists_and_refuses_duplicates():
         register_family(Impostor())
     register_family(get_family("shifted"))  # the same family again (a second import) is not a duplicate
 
+    class Borrower:  # a new family reusing another's parameter dataclass
+        name, format, params = "borrower", "fkw", get_family("shifted").params
+
+    with pytest.raises(ValueError, match="parameters of its own"):
+        register_family(Borrower())
+    assert "borrower" not in list_families()
+
+
+def test_params_belong_to_one_family_and_survive_json():
+    @dataclass(frozen=True)
+    class Stray(KernelParams):
+        family: ClassVar[str] = "shifted"  # claims a family it is not the dataclass of
+
+    for name in FAMILIES:
+        p = get_family(name).params(2, 16)
+        assert family_of(p).name == name and params_from_dict(params_to_dict(p)) == p
+    with pytest.raises(ValueError, match="no registered kernel family"):
+        family_of(Stray(4, 8))
+    # decisions in artifacts written before families had parameters of their own: read by their flags
+    legacy = {(2, 8, 0, False): "pattern_loops", (4, 16, 3, False): "channel_blocked", (4, 8, 1, True): "shifted"}
+    for (r, vw, cb, sh), name in legacy.items():
+        p = params_from_dict({"r": r, "vw": vw, "cblock": cb, "shift": sh})
+        assert family_of(p).name == name and (p.r, p.vw, p.cblock, p.shift) == (r, vw, cb, sh)
+    for bad in ({"family": "z80", "r": 1}, {"family": "shifted", "r": 1, "tile": 3}, {"family": 3}):
+        with pytest.raises(ValueError):
+            params_from_dict(bad)
+
 
 def test_registry_is_whole_whichever_module_imports_first():
     """A family module imported on its own (the tuner imports one) must not hide the others from the registry."""
     code = ("import tessera.compiler.tune, tessera.compiler.compile; from tessera.compiler.kernels import "
             "list_families, conv_candidates; print(list_families(), len(conv_candidates(16, 1)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split("]")[0] + "]" == "['pattern_loops', 'channel_blocked', 'shifted']" and out.split()[-1] == "2"
+    assert out.split("]")[0] + "]" == str(FAMILIES) and out.split()[-1] == "2"
 
 
 @pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
-@pytest.mark.parametrize("family", ["pattern_loops", "channel_blocked", "shifted"])
-def test_every_family_on_every_target_matches_torch(family, target):
+@pytest.mark.parametrize("family", FKW)
+def test_every_fkw_family_on_every_target_matches_torch(family, target):
     lib = PatternLibrary.default(6)
     vw = target.vector_width
     tried = 0
@@ -70,3 +118,55 @@ def test_every_family_on_every_target_matches_torch(family, target):
             assert float((got - want).abs().max() / want.abs().max()) <= 1e-5, (cands[k], LAYERS[i])
             tried += 1
     assert tried > 0, f"{family} offered no candidate on {target.name}"
+
+
+@pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
+def test_block_family_on_every_target_matches_torch(target):
+    """Each unaligned-block candidate on a 1x1 conv (strided too) and a Linear layer, layer by layer."""
+    from tessera.sparsity.blocks import select_blocks
+
+    family = get_family("unaligned_block")
+    for i, (cin, cout, stride, linear) in enumerate([(24, 40, 1, False), (16, 36, 2, False), (32, 20, 1, True)]):
+        g = torch.Generator().manual_seed(10 + i)
+        w2 = torch.randn(cout, cin, generator=g)
+        weight = (w2 * select_blocks(w2.square(), 4, round(0.3 * cout * cin / 4)).mask).reshape(cout, cin, 1, 1)
+        bias = torch.randn(cout, generator=g)
+        packed = pack_blocks(weight if not linear else weight.reshape(cout, cin), bias)
+        cands = family.candidates(target.vector_width, packed.n)
+        assert cands and all(family_of(c) is family for c in cands)
+        lib = BlockLibrary(packed, target, "relu", False, stride, linear)
+        x = torch.randn(3, cin, 9, 11, generator=g) if not linear else torch.randn(5, cin, generator=g)
+        want = (F.conv2d(x, weight, bias, stride) if not linear else F.linear(x, weight.reshape(cout, cin), bias))
+        for k in range(len(cands)):
+            got = lib.kernel(k)(x, None, 2)
+            assert float((got - want.relu()).abs().max() / want.abs().max()) <= 1e-5, cands[k]
+
+
+class _Windows(nn.Module):
+    """Depthwise 3x3 stride 1 and 5x5 stride 2, and a grouped 3x3 (4 groups) with ReLU6, between dense 1x1s."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 1)
+        self.dw3 = nn.Conv2d(16, 16, 3, 1, 1, groups=16)
+        self.dw5 = nn.Conv2d(16, 16, 5, 2, 2, groups=16)
+        self.gr = nn.Conv2d(16, 24, 3, 1, 1, groups=4)
+        self.act = nn.ReLU6()
+
+    def forward(self, x):
+        x = self.a(x)
+        return self.act(self.gr(self.act(self.dw5(self.act(self.dw3(x))))))
+
+
+@pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
+def test_window_families_on_every_target_match_torch(target):
+    torch.manual_seed(0)
+    m = _Windows().eval()
+    x = torch.randn(2, 3, 19, 21)
+    gm = fuse(trace(m, x[:1]))
+    plan = plan_network(gm, {}, target, 2)
+    used = {family_of(s.op.params).name for s in plan.steps if isinstance(s.op, WindowConv | SparseConv)}
+    assert {"depthwise", "grouped"} <= used
+    with torch.no_grad():
+        got, want = NetworkKernel(plan, 2)(x), m(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5

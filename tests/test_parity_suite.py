@@ -6,7 +6,6 @@ example did not show (batch 0..4, channels_last, a strided view): always torch's
 The default run draws 200 layers (the same ones every run); ``make test-slow`` (the ``slow`` marker) draws 2,000 more.
 """
 
-from dataclasses import asdict
 
 import pytest
 import torch
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 import tessera.runtime
+from tessera.compiler.kernels import params_to_dict
 from tessera.sparsity import PatternLibrary, connectivity_mask, pattern_connectivity_mask, pattern_mask
 from tessera.sparsity.blocks import select_blocks
 
@@ -127,7 +127,7 @@ def _check(case, network: bool, batch: int, fmt: str, pick: int = 0) -> None:
         name = cm.plans[0].name
         cands = dict(cm.graph.named_modules())[name].kernel.layer.candidates
         i = pick % len(cands)
-        decision = {"backend": "sparse", "reason": "parity suite", "index": i, "params": asdict(cands[i])}
+        decision = {"backend": "sparse", "reason": "parity suite", "index": i, "params": params_to_dict(cands[i])}
         cm = tessera.runtime.compile(model, x, threads=2, network=False, _decisions={name: decision})
         desc += f" candidate {cands[i]}"
     for b in (batch, 1):  # a batch the example did not show, then the example's own size

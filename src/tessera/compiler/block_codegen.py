@@ -202,11 +202,3 @@ def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...
         parts.append(r.render_function(f"run_{i}", "tile"))
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
     return "".join(parts)
-
-
-def block_candidates(vw: int, n: int) -> tuple[KernelParams, ...]:
-    """Tile widths R such that N x R accumulators, R inputs and a broadcast weight fit the register file."""
-    regs = 32 if vw == 16 else 16
-    top = max(1, (regs - 1) // (n + 1))
-    rs = sorted({max(1, top - 2), max(1, top - 1), top})
-    return tuple(KernelParams(r, vw) for r in rs)

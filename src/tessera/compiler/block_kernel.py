@@ -6,10 +6,10 @@ import ctypes
 
 import torch
 
-from tessera.compiler.block_codegen import block_candidates, render_block_layer
 from tessera.compiler.block_format import PackedBlocks
-from tessera.compiler.geometry import KernelParams
 from tessera.compiler.kernel import GeneratedLibrary, ThreadScratch
+from tessera.compiler.kernels import get_family
+from tessera.compiler.kernels.unaligned_block import BlockParams
 from tessera.compiler.target import Target
 from tessera.compiler.toolchain import load_library
 
@@ -23,12 +23,13 @@ class BlockLibrary(GeneratedLibrary):
     """
 
     def __init__(self, packed: PackedBlocks, target: Target, act: str | bool = False, residual: bool = False,
-                 stride: int = 1, linear: bool = False, candidates: tuple[KernelParams, ...] | None = None):
+                 stride: int = 1, linear: bool = False, candidates: tuple[BlockParams, ...] | None = None):
         self.packed, self.act, self.residual, self.stride, self.linear = packed, act, residual, stride, linear
         self.target = target
-        self.candidates = candidates or block_candidates(target.vector_width, packed.n)
+        family = get_family(BlockParams.family)
+        self.candidates = candidates or family.candidates(target.vector_width, packed.n)
         # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
-        self.source = render_block_layer(packed, self.candidates, act, residual) + \
+        self.source = family.render_layer(packed, self.candidates, act, residual) + \
             f"/* stride {stride}, linear {int(linear)} */\n"
         self.path = None
 

@@ -10,7 +10,7 @@ import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import fx
@@ -21,7 +21,7 @@ from tessera.compiler.formats import pack_conv
 from tessera.compiler.geometry import ConvGeometry, KernelParams
 from tessera.compiler.graph import FusedConv, FusedLinear, capture_inputs, conv_layers, fuse, trace
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.kernels import conv_candidates
+from tessera.compiler.kernels import conv_candidates, params_from_dict, params_to_dict
 from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.partition import partition
 from tessera.compiler.target import Target, runnable_target
@@ -149,7 +149,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
         lib, m = libs[lay.name], lay.module
         if force == "sparse" or (force is None and not tune):
             mid = len(lib.candidates) // 2
-            d = Decision("sparse", "forced" if force else "untuned default", mid, asdict(lib.candidates[mid]))
+            d = Decision("sparse", "forced" if force else "untuned default", mid, params_to_dict(lib.candidates[mid]))
         elif force == "dense":
             d = Decision("dense", "forced")
         elif lay.name in decisions:
@@ -232,13 +232,20 @@ def _row_bands(out: Compiled, threads: int, target: Target) -> dict[str, KernelP
     return params
 
 
+def _params(d: dict) -> KernelParams:
+    try:
+        return params_from_dict(d)
+    except ValueError as exc:
+        raise CompileError(f"{exc}; compile the model again") from None
+
+
 def network_kernel_params(plans: list[LayerPlan], network_params: dict[str, dict] | None = None
                           ) -> dict[str, KernelParams]:
     """The kernel parameters a whole-network function is built with: its own when it chose other ones
     (``Compiled.network_params``), else each sparse layer's tuned decision."""
     if network_params:
-        return {k: KernelParams(**v) for k, v in network_params.items()}
-    return {p.name: KernelParams(**p.decision.params) for p in plans
+        return {k: _params(v) for k, v in network_params.items()}
+    return {p.name: _params(p.decision.params) for p in plans
             if p.decision.backend == "sparse" and p.decision.params}
 
 
@@ -249,7 +256,7 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, target: 
     layers, which per-layer tuning cannot see)."""
     params_for = network_kernel_params(out.plans)
     if saved is not None:
-        variants = {"saved parameters": {k: KernelParams(**v) for k, v in saved.items()}}
+        variants = {"saved parameters": {k: _params(v) for k, v in saved.items()}}
     else:
         variants = {"per-layer tiles": params_for}
         if threads > 1 and forced is None:
@@ -286,7 +293,7 @@ def _attach_network(out: Compiled, example: torch.Tensor, threads: int, target: 
             best, reason = fastest, f"whole network in one native call, {fastest} ({times[fastest]:.3f} ms vs {others})"
     out.network = built[best] if best else None
     out.network_params = None if best in (None, "per-layer tiles") else \
-        {k: asdict(v) for k, v in variants[best].items()}
+        {k: params_to_dict(v) for k, v in variants[best].items()}
     out.network_reason = reason
     if log:
         log(reason)

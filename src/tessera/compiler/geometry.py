@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 @dataclass(frozen=True)
@@ -89,14 +90,16 @@ class ConvGeometry:
 
 @dataclass(frozen=True)
 class KernelParams:
-    """Tunable parameters: accumulator vectors per tile (R), vector width in floats (VW), and ``cblock``: 0 for
-    the per-pattern loops (taps as constants), else the channel-blocked kernel with that many input channels
-    per block (each block's input slice stays in L1 while every filter of a work chunk consumes it)."""
+    """What every kernel family's parameters have: accumulator vectors per tile (R) and the vector width in floats
+    (VW). Each family (:mod:`tessera.compiler.kernels`) subclasses it with a frozen dataclass of its own whose
+    ``family`` names it; ``cblock`` (input channels per block, 0: none) and ``shift`` (dx-shifted accumulators on
+    aligned rows) are the facts the shared conv renderer asks of any of them, fields only where a family has them."""
 
     r: int = 6
     vw: int = 8
-    cblock: int = 0
-    shift: bool = False  # dx-shifted accumulators on aligned rows (see ConvRenderer._shifted_body)
+    family: ClassVar[str] = ""
+    cblock: ClassVar[int] = 0
+    shift: ClassVar[bool] = False
 
 
 def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:

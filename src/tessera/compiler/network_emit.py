@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from tessera.compiler import window_ops
 from tessera.compiler.activations import c_scalar
-from tessera.compiler.block_codegen import BlockRenderer
 from tessera.compiler.codegen import ConvRenderer
+from tessera.compiler.kernels import family_of
 from tessera.compiler.network_plan import (
     AdaptiveMean,
     BlockMatvec,
@@ -124,8 +124,8 @@ class _Emitter:
     }}""", rows=True)
 
     def planar_blocks(self, op: PlanarBlocks, node: str) -> str:
-        r = BlockRenderer(op.blocks, op.params, op.act, op.residual, masked=True)
-        body = r.render_planar("CONV", op.origin, op.ldx, op.ldy, op.length, self.sync, node in self.free_names)
+        body = family_of(op.params).render_planar(op.blocks, op.params, op.act, op.residual, "CONV", op.origin,
+                                                  op.ldx, op.ldy, op.length, self.sync, node in self.free_names)
         v, cols, rp, bias = op.arrays
         res = op.res.expr if op.res is not None else "0"
         return self.function(body, f"({op.src}, {op.y.expr}, {res}, {_f(v)}, {_i32(cols)}, {_i32(rp)}, "
@@ -169,11 +169,7 @@ class _Emitter:
     def window_conv(self, op: WindowConv, node: str) -> str:
         wt = f"(const float *){param(op.weight)}"
         bias = f"((const float *){param(op.bias)})[c]" if op.bias is not None else "0.f"
-        if op.depthwise:
-            return self.loop(window_ops.depthwise_conv(op.x, op.y, op.res, wt, bias, op.shape, op.stride, op.padding,
-                                                       op.act, self.plan.target.vector_width), rows=True)
-        return self.loop(window_ops.grouped_conv(op.x, op.y, op.res, wt, bias, op.shape, op.groups, op.stride,
-                                                 op.padding, op.act), rows=True)
+        return self.loop(family_of(op.params).render(op, wt, bias), rows=True)
 
     def pool(self, op: Pool, node: str) -> str:
         if op.kind == "max":

@@ -24,7 +24,6 @@ from torch import fx, nn
 
 from tessera.compiler import window_ops
 from tessera.compiler.activations import activation_of, c_scalar, keeps_zero
-from tessera.compiler.block_codegen import BlockRenderer, block_candidates
 from tessera.compiler.block_format import PackedBlocks
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.formats import PackedConv, pack_conv
@@ -41,7 +40,10 @@ from tessera.compiler.geometry import (
 )
 from tessera.compiler.graph import ADD_FUNCS, MUL_FUNCS, FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
-from tessera.compiler.kernels import conv_candidates
+from tessera.compiler.kernels import conv_candidates, get_family, list_families
+from tessera.compiler.kernels.pattern_loops import PatternLoopsParams
+from tessera.compiler.kernels.shifted import ShiftedParams
+from tessera.compiler.kernels.unaligned_block import BlockParams
 from tessera.compiler.target import Target
 
 _FLATTEN_FN = {torch.flatten}
@@ -137,7 +139,7 @@ class PlanarBlocks:
     """A block-sparse stride-1 1x1 conv on the unaligned-block kernel, in place over whole planes."""
 
     blocks: PackedBlocks
-    params: KernelParams
+    params: BlockParams
     act: str | bool
     residual: bool
     src: str  # C expression of its input planes (a buffer, or the PlanarCopy's scratch)
@@ -179,7 +181,7 @@ class Linear:
 
 @dataclass(frozen=True)
 class WindowConv:
-    """A depthwise (vectorised when ``depthwise``) or grouped conv, one pass per channel row."""
+    """A depthwise or grouped conv on a ``window`` family (``params`` selects it), one pass per channel row."""
 
     x: Buffer
     y: Buffer
@@ -191,7 +193,7 @@ class WindowConv:
     stride: tuple[int, int]
     padding: tuple[int, int]
     act: str | bool
-    depthwise: bool
+    params: KernelParams
 
 
 @dataclass(frozen=True)
@@ -453,12 +455,14 @@ class _Planner:
         cout, cin, kh, kw = m.weight.shape
         geom = ConvGeometry(cin, cout, h, w, kh, kw, m.stride[0], m.padding[0], m.padding[1])
         kp = self.params_for.get(node.target)
+        if isinstance(kp, BlockParams):  # a block layer the planar kernel does not take: the same tile on FKW
+            kp = PatternLoopsParams(kp.r, kp.vw)
         if kp is None and tight_rows(geom, self.vw) and shift_applies(geom, 1, self.vw):
             # a layer the tuner left dense (e.g. the stem): the shifted kernel on tight rows, single-filter units;
             # it writes a tight output as whole rows, where the grouped kernel's tiles cut rows into pieces. Tiles
             # of 4 vectors: a dense kernel loads all three rows, and 3 sets x 8 accumulators plus a row of loads
             # overflow the registers (Zen 5, stem at 32x32: resnet20 6.9 -> 5.3 us, vgg6 9.7 -> 7.6 us)
-            kp = KernelParams(tight_tile(geom, self.vw, 4), self.vw, cin, True)
+            kp = ShiftedParams(tight_tile(geom, self.vw, 4), self.vw, cin)
             packed = pack_conv(m.weight, m.bias, group_sizes=())
         else:
             packed = getattr(m, "packed", None) or pack_conv(m.weight, m.bias)
@@ -561,11 +565,13 @@ class _Planner:
         lout = self.layouts.get(self._group(node)) or padded_layout(ho, wo)
         if lout.copy:
             return False
-        ks = block_candidates(self.vw, blocks.n)
+        family = get_family(BlockParams.family)
+        ks = family.candidates(self.vw, blocks.n)
         kp = self.params_for.get(node.target)
-        kp = kp if kp is not None and kp.r in {k.r for k in ks} and not kp.cblock and not kp.shift else ks[1]
-        kp = KernelParams(kp.r, self.vw)
-        tile = BlockRenderer(blocks, kp, m.act, m.residual, masked=True).tile
+        # (pattern-loop parameters: a block layer's decision in artifacts written before families had their own)
+        kp = BlockParams(kp.r, self.vw) if isinstance(kp, BlockParams | PatternLoopsParams) and \
+            kp.r in {k.r for k in ks} else ks[1]
+        tile = family.tile(blocks, kp, m.act, m.residual)
         length = ho * lout.pitch
         span = length // tile * tile + -(-(length % tile) // self.vw) * self.vw  # the last tile: whole vectors
         if lout.origin + span > lout.plane + lout.origin or span - length > SLACK:
@@ -614,11 +620,12 @@ class _Planner:
         y = self._new_buf(node, True)
         wt = self._param(m.weight.detach().float())
         bias = self._param(m.bias.detach().float()) if m.bias is not None else None
-        shape = tuple(m.weight.shape)
-        depthwise = shape[1] == 1 and shape[0] == m.groups and tuple(m.stride) in ((1, 1), (2, 2)) and \
-            x.layout is not None and x.layout.origin >= m.padding[1]  # its first loads start at -padding
-        self._step(node, WindowConv(x, y, res, wt, bias, shape, m.groups, tuple(m.stride), tuple(m.padding), m.act,
-                                    depthwise))
+        shape, stride, padding = tuple(m.weight.shape), tuple(m.stride), tuple(m.padding)
+        family = next(f for f in map(get_family, list_families()) if f.format == "window" and
+                      f.applies(shape, m.groups, stride, padding, x.layout))
+        kp = self.params_for.get(node.target)
+        kp = kp if isinstance(kp, family.params) and kp.vw == self.vw else family.candidates(self.vw)[0]
+        self._step(node, WindowConv(x, y, res, wt, bias, shape, m.groups, stride, padding, m.act, kp))
 
     def _pool(self, node: fx.Node, kind: str, kernel, stride, padding, dilation=1, ceil_mode=False,
               count_include_pad=True, divisor_override=None) -> None:

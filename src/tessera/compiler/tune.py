@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 import torch
 
 from tessera.compiler.block_kernel import BlockLibrary
-from tessera.compiler.geometry import ConvGeometry, KernelParams
+from tessera.compiler.geometry import ConvGeometry
 from tessera.compiler.kernel import LayerLibrary
-from tessera.compiler.kernels import default_registers
-from tessera.compiler.kernels.channel_blocked import blocked_tiles
+from tessera.compiler.kernels import default_registers, params_to_dict
+from tessera.compiler.kernels.channel_blocked import ChannelBlockedParams, blocked_tiles
 from tessera.compiler.toolchain import cache_dir, find_compiler, flags
 from tessera.io import atomic_write_bytes
 
@@ -83,7 +83,7 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     t_sparse, idx = best
     if t_sparse < t_torch:
         d = Decision("sparse", f"{t_torch / t_sparse:.2f}x faster than dense", idx,
-                     asdict(layer.candidates[idx]), t_torch, t_sparse)
+                     params_to_dict(layer.candidates[idx]), t_torch, t_sparse)
     else:
         d = Decision("dense", f"sparse kernel slower ({t_sparse:.3f} ms vs {t_torch:.3f} ms)", -1, None,
                      t_torch, t_sparse)
@@ -92,7 +92,7 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
     return d
 
 
-def row_band_params(geom: ConvGeometry, threads: int, vw: int, registers: int | None = None) -> KernelParams:
+def row_band_params(geom: ConvGeometry, threads: int, vw: int, registers: int | None = None) -> ChannelBlockedParams:
     """Parameters that split a layer across threads by rows only: a channel-blocked tile whose count is a
     multiple of ``threads``, every filter of a tile on the thread that owns it, one channel block. Inside the
     whole-network function each thread then reads mostly rows it wrote itself in the previous layer. Per layer
@@ -103,4 +103,4 @@ def row_band_params(geom: ConvGeometry, threads: int, vw: int, registers: int | 
     k = 1
     while -(-nvec // (threads * k)) > rmax:
         k += 1
-    return KernelParams(-(-nvec // (threads * k)), vw, geom.cin)
+    return ChannelBlockedParams(-(-nvec // (threads * k)), vw, geom.cin)

@@ -67,9 +67,9 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
 
 
 def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
-                   vw: int) -> str:
+                   vw: int, chunks: int = 4) -> str:
     """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
-    row), chunks of ``vw`` output columns held in registers across all taps (up to 4 chunks at once in the
+    row), chunks of ``vw`` output columns held in registers across all taps (up to ``chunks`` at once in the
     middle of the row; stride 2: two loads and a shuffle keep the even lanes). A chunk at a border ANDs each tap's
     load with a constant lane mask where the tap reads outside the image (pad columns the layout keeps zero need
     none); lanes past the row's end are computed and not stored, so no column runs scalar."""
@@ -132,7 +132,7 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
         plain, lo, hi = [], wo, wo
     parts = [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
     if plain:
-        big = min(4, len(plain))
+        big = min(chunks, len(plain))
         parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) {chunk('jc', big, {}, True)}")
         if len(plain) % big:
             first = lo + len(plain) // big * big * vw

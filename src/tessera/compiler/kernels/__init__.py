@@ -1,16 +1,24 @@
-"""Sparse-conv kernel families, one file each, behind one protocol and one registry (in the spirit of XNNPACK's
-microkernel tables): a family says whether it applies to a layer, which parameters the tuner should try, which
-arrays it reads (its packing of the weights) and how it renders its body. What they share — input prep, the
-epilogues, buffer layouts and the C signature — stays in :class:`tessera.compiler.codegen.ConvRenderer`, which
-hands the body to the family that owns its parameters. The tuner tries every registered family's candidates.
+"""Kernel families, one file each, behind one registry (in the spirit of XNNPACK's microkernel tables). A family
+has a frozen parameter dataclass of its own (a :class:`~tessera.compiler.geometry.KernelParams` subclass whose
+``family`` names it), says which packed weights it reads (``format``), which parameters the tuner should try on a
+layer, how it packs and renders. Three formats:
 
-Adding a family: a module here with a class following :class:`ConvFamily`, registered with
-:func:`register_family` in :data:`FAMILY_MODULES` order, plus its tests (the registry test runs every family on
-every target this machine runs against torch) and its golden C (tests/test_golden_c.py).
+- ``"fkw"`` (:class:`ConvFamily`): sparse convs in FKW storage (:class:`~tessera.compiler.formats.PackedConv`);
+  what they share — input prep, the epilogues, buffer layouts and the C signature — stays in
+  :class:`tessera.compiler.codegen.ConvRenderer`, which hands the body to the family its parameters belong to.
+- ``"blocks"``: unaligned N x 1 blocks (:class:`~tessera.compiler.block_format.PackedBlocks`) of 1x1 convs and
+  Linear layers.
+- ``"window"``: dense per-channel windows (depthwise and grouped convs) of the whole-network function.
+
+The per-layer path, the tuner and the whole-network plan all ask the registry. Adding a family: a module here
+with its params dataclass and a class following the protocol of its format, registered with
+:func:`register_family` (built-ins in :data:`FAMILY_MODULES` order), plus its tests (the registry test runs every
+family on every target this machine runs against torch) and its golden C (tests/test_golden_c.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 from typing import TYPE_CHECKING, Protocol
@@ -24,12 +32,13 @@ if TYPE_CHECKING:
     from tessera.compiler.formats import PackedConv
 
 
-class ConvFamily(Protocol):
+class KernelFamily(Protocol):
     name: str
+    format: str  # "fkw", "blocks" or "window": the packed weights it reads
+    params: type[KernelParams]  # its own frozen parameter dataclass
 
-    def owns(self, params: KernelParams) -> bool:
-        """Whether ``params`` select this family (each parameter set belongs to exactly one)."""
 
+class ConvFamily(KernelFamily, Protocol):
     def candidates(self, vw: int, group: int, geom: ConvGeometry | None, taps: list[list[int]] | None,
                    registers: int) -> list[KernelParams]:
         """Parameters to try on a layer of ``geom`` with ``taps`` per pattern (none when it does not apply) with
@@ -42,24 +51,26 @@ class ConvFamily(Protocol):
         """The C function ``name`` running one image through the layer (orphaned worksharing loops)."""
 
 
-_FAMILIES: dict[str, ConvFamily] = {}
-_ORDERED: list[dict[str, ConvFamily]] = []  # the registry in the tuner's order, once built (see _load)
-FAMILY_MODULES = ("pattern_loops", "channel_blocked", "shifted")  # the tuner's order
+_FAMILIES: dict[str, KernelFamily] = {}
+_ORDERED: list[dict[str, KernelFamily]] = []  # the registry in the tuner's order, once built (see _load)
+FAMILY_MODULES = ("pattern_loops", "channel_blocked", "shifted", "unaligned_block", "depthwise", "grouped")
 
 
-def register_family(family: ConvFamily) -> ConvFamily:
+def register_family(family: KernelFamily) -> KernelFamily:
     """Add ``family``; another family under a taken name is refused (the same class from the same file, imported
     a second time — doctest collection does that — replaces itself)."""
     old = _FAMILIES.get(family.name)
     if old is not None and (type(old).__qualname__, inspect.getfile(type(old))) != \
             (type(family).__qualname__, inspect.getfile(type(family))):
         raise ValueError(f"kernel family {family.name!r} is already registered")
+    if family.params.family != family.name:
+        raise ValueError(f"kernel family {family.name!r} must have parameters of its own (params.family)")
     _FAMILIES[family.name] = family
     _ORDERED.clear()
     return family
 
 
-def _load() -> dict[str, ConvFamily]:
+def _load() -> dict[str, KernelFamily]:
     """The registry in the tuner's order: the built-in families as :data:`FAMILY_MODULES` lists them (whichever
     module was imported first), then any registered from elsewhere."""
     if not _ORDERED:
@@ -74,15 +85,40 @@ def list_families() -> list[str]:
     return list(_load())
 
 
-def get_family(name: str) -> ConvFamily:
+def get_family(name: str) -> KernelFamily:
     return _load()[name]
 
 
-def family_of(params: KernelParams) -> ConvFamily:
-    owners = [f for f in _load().values() if f.owns(params)]
-    if len(owners) != 1:
-        raise ValueError(f"{params} belongs to {len(owners)} kernel families")
-    return owners[0]
+def family_of(params: KernelParams) -> KernelFamily:
+    """The family ``params`` belong to (by their type: each family has a dataclass of its own)."""
+    family = _load().get(params.family)
+    if family is None or type(params) is not family.params:
+        raise ValueError(f"{params!r} belongs to no registered kernel family")
+    return family
+
+
+def params_to_dict(params: KernelParams) -> dict:
+    """JSON form of ``params`` (decisions, artifacts, caches): the family's name and its fields."""
+    return {"family": params.family, **dataclasses.asdict(params)}
+
+
+def params_from_dict(d: dict) -> KernelParams:
+    """Inverse of :func:`params_to_dict`; a dict without a family (artifacts written before families had
+    dataclasses of their own: r, vw, cblock, shift) is read by the flags it carried."""
+    d = dict(d)
+    name = d.pop("family", None)
+    if name is None:
+        shift, cblock = d.pop("shift", False), d.pop("cblock", 0)
+        name = "shifted" if shift else "channel_blocked" if cblock else "pattern_loops"
+        if cblock:
+            d["cblock"] = cblock
+    family = _load().get(name) if isinstance(name, str) else None
+    if family is None:
+        raise ValueError(f"unknown kernel family {name!r}")
+    try:
+        return family.params(**d)
+    except TypeError:
+        raise ValueError(f"kernel parameters {d} do not fit family {name!r}") from None
 
 
 def default_registers(vw: int) -> int:
@@ -93,7 +129,7 @@ def default_registers(vw: int) -> int:
 
 def conv_candidates(vw: int, group: int = 1, geom: ConvGeometry | None = None, taps: list[list[int]] | None = None,
                     registers: int | None = None) -> tuple[KernelParams, ...]:
-    """Every family's candidates for a layer, in registry order (``registers``: the target's; default
+    """Every FKW family's candidates for a layer, in registry order (``registers``: the target's; default
     :func:`default_registers`)."""
     regs = registers or default_registers(vw)
-    return tuple(p for f in _load().values() for p in f.candidates(vw, group, geom, taps, regs))
+    return tuple(p for f in _load().values() if f.format == "fkw" for p in f.candidates(vw, group, geom, taps, regs))

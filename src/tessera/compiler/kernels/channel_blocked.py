@@ -4,9 +4,21 @@ per-pattern loops), partial sums on the stack between blocks. Runs any sparse co
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from tessera.compiler.formats import pack_taps
 from tessera.compiler.geometry import ConvGeometry, KernelParams, channel_block
 from tessera.compiler.kernels import register_family
+
+
+@dataclass(frozen=True)
+class ChannelBlockedParams(KernelParams):
+    """Tiles of R vectors, ``cblock`` input channels per block (each block's input slice stays in L1 while every
+    filter of a work chunk consumes it)."""
+
+    cblock: int = 1
+    family: ClassVar[str] = "channel_blocked"
 
 
 def fitted_tile(geom: ConvGeometry, vw: int, lo: int = 4, hi: int = 15) -> int:
@@ -24,10 +36,7 @@ def blocked_tiles(registers: int) -> tuple[int, ...]:
 
 
 class ChannelBlocked:
-    name = "channel_blocked"
-
-    def owns(self, params: KernelParams) -> bool:
-        return bool(params.cblock) and not params.shift
+    name, format, params = "channel_blocked", "fkw", ChannelBlockedParams
 
     def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
         """Three tile widths and the one that covers the layer's rows with the least padding, never wider than the
@@ -39,9 +48,9 @@ class ChannelBlocked:
         widths = (*blocked, fitted_tile(geom, vw, hi=max(blocked) + 1))
         rs = list(dict.fromkeys(min(r, geom.vectors(vw)) for r in widths))
         blocks = {r: channel_block(geom, taps, r * vw) for r in rs}
-        out = [KernelParams(r, vw, cb) for r, cb in blocks.items()]
+        out = [ChannelBlockedParams(r, vw, cb) for r, cb in blocks.items()]
         if vw > 8:
-            out += [KernelParams(r, vw, geom.cin) for r, cb in blocks.items() if cb < geom.cin]
+            out += [ChannelBlockedParams(r, vw, geom.cin) for r, cb in blocks.items() if cb < geom.cin]
         return out
 
     def arrays(self, packed, geom, params):

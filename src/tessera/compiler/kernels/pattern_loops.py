@@ -4,15 +4,22 @@ pattern with its taps as compile-time constants, each tap's input vectors loaded
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from tessera.compiler.geometry import KernelParams
 from tessera.compiler.kernels import register_family
 
 
-class PatternLoops:
-    name = "pattern_loops"
+@dataclass(frozen=True)
+class PatternLoopsParams(KernelParams):
+    """R accumulator vectors per filter of a unit; taps are compile-time constants."""
 
-    def owns(self, params: KernelParams) -> bool:
-        return not params.cblock and not params.shift
+    family: ClassVar[str] = "pattern_loops"
+
+
+class PatternLoops:
+    name, format, params = "pattern_loops", "fkw", PatternLoopsParams
 
     def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
         """Accumulator vectors per filter, so that group x R accumulators plus the group's weights and one input
@@ -21,7 +28,7 @@ class PatternLoops:
             rs = {1: (6, 10), 2: (3, 4, 6)}.get(group, (1, 2, 3))
         else:
             rs = {1: (8, 14), 2: (4, 6, 12)}.get(group, (2, 4, 6))
-        return [KernelParams(r, vw) for r in rs]
+        return [PatternLoopsParams(r, vw) for r in rs]
 
     def arrays(self, packed, geom, params):
         return packed.weights, packed.group_ptr, packed.cin_index, packed.reorder, packed.bias

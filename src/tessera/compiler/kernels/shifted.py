@@ -5,6 +5,9 @@ the image width allows (see :mod:`tessera.compiler.geometry`). Applies where :fu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 from tessera.compiler.formats import pack_pattern_blocks
 from tessera.compiler.geometry import (
     KernelParams,
@@ -17,11 +20,17 @@ from tessera.compiler.geometry import (
 from tessera.compiler.kernels import register_family
 
 
-class Shifted:
-    name = "shifted"
+@dataclass(frozen=True)
+class ShiftedParams(KernelParams):
+    """Tiles of R aligned vectors per accumulator set, ``cblock`` input channels per block."""
 
-    def owns(self, params: KernelParams) -> bool:
-        return params.shift
+    cblock: int = 1
+    family: ClassVar[str] = "shifted"
+    shift: ClassVar[bool] = True
+
+
+class Shifted:
+    name, format, params = "shifted", "fkw", ShiftedParams
 
     def candidates(self, vw, group, geom, taps, registers) -> list[KernelParams]:
         """16 registers (AVX2): 4 vectors x 3 sets (+ halo) fill them; 2 and 3 never won. 32 (AVX-512, NEON):
@@ -31,14 +40,14 @@ class Shifted:
         on rows padded to 16 and 0.78 ms for the best unaligned kernel."""
         if geom is None or taps is None or not shift_applies(geom, group, vw):
             return []
-        nvec = layer_geometry(geom, KernelParams(4, vw, 1, True)).vectors(vw)
+        nvec = layer_geometry(geom, ShiftedParams(4, vw, 1)).vectors(vw)
         rs = [min(r, nvec) for r in ((4,) if registers <= 16 else (4, 8))]  # no tile past the image
         if tight_rows(geom, vw):  # tiles of whole rows (see geometry.tight_rows)
             rs = [tight_tile(geom, vw, r) for r in rs]
         out = []
         for r in dict.fromkeys(rs):
-            cb = channel_block(layer_geometry(geom, KernelParams(r, vw, 1, True)), taps, r * vw)
-            out += [KernelParams(r, vw, c, True) for c in dict.fromkeys((cb, geom.cin) if vw > 8 else (cb,))]
+            cb = channel_block(layer_geometry(geom, ShiftedParams(r, vw, 1)), taps, r * vw)
+            out += [ShiftedParams(r, vw, c) for c in dict.fromkeys((cb, geom.cin) if vw > 8 else (cb,))]
         return out
 
     def arrays(self, packed, geom, params):
