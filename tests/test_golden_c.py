@@ -111,3 +111,24 @@ def test_network_c_is_pinned(target):
             p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape))
     gm = fuse(trace(m, torch.zeros(1, 3, 12, 12)))
     _check(f"network_{target}", emit_network(plan_network(gm, {}, get_target(target), 1, spin=True)))
+
+
+class _Windows(nn.Module):
+    """The window families: depthwise 5x5 stride 2 (masked border chunks, even-lane shuffles) and grouped 3x3."""
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(4, 4, 5, 2, 2, groups=4)
+        self.gr = nn.Conv2d(4, 6, 3, 1, 1, groups=2)
+
+    def forward(self, x):
+        return self.gr(nn.functional.relu6(self.dw(x)))
+
+
+def test_window_family_c_is_pinned():
+    m = _Windows().eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.copy_(torch.linspace(-1, 1, p.numel()).reshape(p.shape))
+    gm = fuse(trace(m, torch.zeros(1, 4, 21, 21)))
+    _check("network_windows", emit_network(plan_network(gm, {}, get_target("x86-avx512"), 1, spin=True)))

@@ -455,7 +455,7 @@ class _Planner:
         cout, cin, kh, kw = m.weight.shape
         geom = ConvGeometry(cin, cout, h, w, kh, kw, m.stride[0], m.padding[0], m.padding[1])
         kp = self.params_for.get(node.target)
-        if isinstance(kp, BlockParams):  # a block layer the planar kernel does not take: the same tile on FKW
+        if kp is not None and kp.family == BlockParams.family:  # a block layer the planar kernel does not take
             kp = PatternLoopsParams(kp.r, kp.vw)
         if kp is None and tight_rows(geom, self.vw) and shift_applies(geom, 1, self.vw):
             # a layer the tuner left dense (e.g. the stem): the shifted kernel on tight rows, single-filter units;
@@ -569,8 +569,8 @@ class _Planner:
         ks = family.candidates(self.vw, blocks.n)
         kp = self.params_for.get(node.target)
         # (pattern-loop parameters: a block layer's decision in artifacts written before families had their own)
-        kp = BlockParams(kp.r, self.vw) if isinstance(kp, BlockParams | PatternLoopsParams) and \
-            kp.r in {k.r for k in ks} else ks[1]
+        kp = BlockParams(kp.r, self.vw) if kp is not None and \
+            kp.family in (BlockParams.family, PatternLoopsParams.family) and kp.r in {k.r for k in ks} else ks[1]
         tile = family.tile(blocks, kp, m.act, m.residual)
         length = ho * lout.pitch
         span = length // tile * tile + -(-(length % tile) // self.vw) * self.vw  # the last tile: whole vectors
@@ -624,7 +624,7 @@ class _Planner:
         family = next(f for f in map(get_family, list_families()) if f.format == "window" and
                       f.applies(shape, m.groups, stride, padding, x.layout))
         kp = self.params_for.get(node.target)
-        kp = kp if isinstance(kp, family.params) and kp.vw == self.vw else family.candidates(self.vw)[0]
+        kp = kp if kp is not None and kp.family == family.name and kp.vw == self.vw else family.candidates(self.vw)[0]
         self._step(node, WindowConv(x, y, res, wt, bias, shape, m.groups, stride, padding, m.act, kp))
 
     def _pool(self, node: fx.Node, kind: str, kernel, stride, padding, dilation=1, ceil_mode=False,

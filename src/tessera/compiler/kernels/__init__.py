@@ -90,9 +90,10 @@ def get_family(name: str) -> KernelFamily:
 
 
 def family_of(params: KernelParams) -> KernelFamily:
-    """The family ``params`` belong to (by their type: each family has a dataclass of its own)."""
+    """The family ``params`` belong to (by their type: each family has a dataclass of its own; compared by name,
+    as a module imported a second time — doctest collection does that — makes a second class)."""
     family = _load().get(params.family)
-    if family is None or type(params) is not family.params:
+    if family is None or type(params).__qualname__ != family.params.__qualname__:
         raise ValueError(f"{params!r} belongs to no registered kernel family")
     return family
 
