@@ -31,7 +31,7 @@ class NetworkKernel:
         self.plan, self.target, self.threads = plan, plan.target, threads
         self.source = source if source is not None else emit_network(plan)
         self.barriers_removed = len(plan.barrier_free)
-        self.path = compile_cached(self.source, plan.target)
+        self.path = compile_cached(self.source, plan.target, parallel=True)
         self.fn = load_library(str(self.path)).net_forward
         self.fn.restype = None
         self.fn.argtypes = [ctypes.c_int, _P, _P, _P, _P, _P, ctypes.c_int]

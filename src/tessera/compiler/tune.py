@@ -45,10 +45,12 @@ def warm_up(fn, seconds: float) -> None:
         fn()
 
 
-def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25) -> float:
-    """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first) and
-    ``warmup_s`` of untimed calls (caches and the core's clock back up)."""
-    time.sleep(0.005)
+def median_ms(fn, repeats: int, warmup_s: float = 0.005, budget_s: float = 0.25, pause: bool = True) -> float:
+    """Median of ``repeats`` calls after a short pause (another runtime's spinning threads go idle first; not
+    needed when the previous measurement ran on the same thread pool) and ``warmup_s`` of untimed calls (caches
+    and the core's clock back up)."""
+    if pause:
+        time.sleep(0.005)
     warm_up(fn, warmup_s)
     times = []
     deadline = time.perf_counter() + budget_s
@@ -79,7 +81,7 @@ def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, re
         best = (float("inf"), -1)
         for i in range(len(layer.candidates)):
             k = layer.kernel(i)
-            best = min(best, (median_ms(lambda k=k: k(x, res, threads), repeats), i))
+            best = min(best, (median_ms(lambda k=k: k(x, res, threads), repeats, pause=i == 0), i))
     t_sparse, idx = best
     if t_sparse < t_torch:
         d = Decision("sparse", f"{t_torch / t_sparse:.2f}x faster than dense", idx,
