@@ -77,7 +77,9 @@ def test_conv_family_c_is_pinned(family):
 
 def test_block_family_c_is_pinned():
     packed = pack_blocks(block_weight(16, 8), torch.ones(16))
-    _check("block_unaligned", render_block_layer(packed, (BlockParams(2, 8),), "relu6", False))
+    tiles, own = render_block_layer(packed, (BlockParams(2, 8),), "relu6", False)
+    _check("block_unaligned_tiles", tiles)  # shared by every layer of this block size, alignment and epilogue
+    _check("block_unaligned", own)
 
 
 class _Tiny(nn.Module):

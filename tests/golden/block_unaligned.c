@@ -66,106 +66,12 @@ static inline float acts_tanh(float v) { return tanhf(v); }
 static inline float acts_gelu(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
 static inline float acts_gelu_tanh(float v) {
     return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); }
-
-static void tile_1(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+__attribute__((visibility("hidden"))) void tile_1(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
-                   const int32_t *restrict rp, const float *restrict bias) {
-    const vf z = {0};
-    (void)rt;
-    vf a0_0 = z; vf a1_0 = z; vf a2_0 = z; vf a3_0 = z;
-    for (int rb = (r0 >= 4 ? r0 - 4 : 0); rb < r1; rb += 4) {
-        for (int k = rp[rb + 0]; k < rp[rb + 1]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0);
-                { const float w = v[0]; a0_0 += w * x0; }
-                { const float w = v[1]; a1_0 += w * x0; }
-                { const float w = v[2]; a2_0 += w * x0; }
-                { const float w = v[3]; a3_0 += w * x0; }
-            }
-            if (rb + 0 >= r0 && rb + 0 < 16) { const vf b = z + bias[rb + 0]; float *yr = yt + (long)(rb + 0) * ldy; st(yr + 0, act_relu6(a0_0 + b)); }
-            a0_0 = z;
-        for (int k = rp[rb + 1]; k < rp[rb + 2]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0);
-                { const float w = v[0]; a0_0 += w * x0; }
-                { const float w = v[1]; a1_0 += w * x0; }
-                { const float w = v[2]; a2_0 += w * x0; }
-                { const float w = v[3]; a3_0 += w * x0; }
-            }
-            if (rb + 1 >= r0 && rb + 1 < 16) { const vf b = z + bias[rb + 1]; float *yr = yt + (long)(rb + 1) * ldy; st(yr + 0, act_relu6(a1_0 + b)); }
-            a1_0 = z;
-        for (int k = rp[rb + 2]; k < rp[rb + 3]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0);
-                { const float w = v[0]; a0_0 += w * x0; }
-                { const float w = v[1]; a1_0 += w * x0; }
-                { const float w = v[2]; a2_0 += w * x0; }
-                { const float w = v[3]; a3_0 += w * x0; }
-            }
-            if (rb + 2 >= r0 && rb + 2 < 16) { const vf b = z + bias[rb + 2]; float *yr = yt + (long)(rb + 2) * ldy; st(yr + 0, act_relu6(a2_0 + b)); }
-            a2_0 = z;
-        for (int k = rp[rb + 3]; k < rp[rb + 4]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0);
-                { const float w = v[0]; a0_0 += w * x0; }
-                { const float w = v[1]; a1_0 += w * x0; }
-                { const float w = v[2]; a2_0 += w * x0; }
-                { const float w = v[3]; a3_0 += w * x0; }
-            }
-            if (rb + 3 >= r0 && rb + 3 < 16) { const vf b = z + bias[rb + 3]; float *yr = yt + (long)(rb + 3) * ldy; st(yr + 0, act_relu6(a3_0 + b)); }
-            a3_0 = z;
-    }
-}
-
-static void tile_2(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+                   const int32_t *restrict rp, const float *restrict bias, int cout);
+__attribute__((visibility("hidden"))) void tile_2(const float *xt, long ldx, float *yt, long ldy, const float *rt,
                    int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
-                   const int32_t *restrict rp, const float *restrict bias) {
-    const vf z = {0};
-    (void)rt;
-    vf a0_0 = z; vf a0_1 = z; vf a1_0 = z; vf a1_1 = z; vf a2_0 = z; vf a2_1 = z; vf a3_0 = z; vf a3_1 = z;
-    for (int rb = (r0 >= 4 ? r0 - 4 : 0); rb < r1; rb += 4) {
-        for (int k = rp[rb + 0]; k < rp[rb + 1]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
-                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
-                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
-                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
-                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
-            }
-            if (rb + 0 >= r0 && rb + 0 < 16) { const vf b = z + bias[rb + 0]; float *yr = yt + (long)(rb + 0) * ldy; st(yr + 0, act_relu6(a0_0 + b)); st(yr + 8, act_relu6(a0_1 + b)); }
-            a0_0 = z; a0_1 = z;
-        for (int k = rp[rb + 1]; k < rp[rb + 2]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
-                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
-                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
-                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
-                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
-            }
-            if (rb + 1 >= r0 && rb + 1 < 16) { const vf b = z + bias[rb + 1]; float *yr = yt + (long)(rb + 1) * ldy; st(yr + 0, act_relu6(a1_0 + b)); st(yr + 8, act_relu6(a1_1 + b)); }
-            a1_0 = z; a1_1 = z;
-        for (int k = rp[rb + 2]; k < rp[rb + 3]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
-                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
-                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
-                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
-                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
-            }
-            if (rb + 2 >= r0 && rb + 2 < 16) { const vf b = z + bias[rb + 2]; float *yr = yt + (long)(rb + 2) * ldy; st(yr + 0, act_relu6(a2_0 + b)); st(yr + 8, act_relu6(a2_1 + b)); }
-            a2_0 = z; a2_1 = z;
-        for (int k = rp[rb + 3]; k < rp[rb + 4]; k++)
-            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
-                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
-                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
-                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
-                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
-                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
-            }
-            if (rb + 3 >= r0 && rb + 3 < 16) { const vf b = z + bias[rb + 3]; float *yr = yt + (long)(rb + 3) * ldy; st(yr + 0, act_relu6(a3_0 + b)); st(yr + 8, act_relu6(a3_1 + b)); }
-            a3_0 = z; a3_1 = z;
-    }
-}
+                   const int32_t *restrict rp, const float *restrict bias, int cout);
 
 void run_0(int P, int nimg, const float *x, float *y, const float *res,
          const float *restrict vals, const int32_t *restrict cols, const int32_t *restrict rp,
@@ -199,10 +105,10 @@ void run_0(int P, int nimg, const float *x, float *y, const float *res,
             const int r0 = ch * per, r1 = r0 + per < 16 ? r0 + per : 16;
             if (t < full)
                 tile_2(xb + (long)t * 16, P, yb + (long)t * 16, P, rb ? rb + (long)t * 16 : 0, r0, r1,
-                       vals, cols, rp, bias);
+                       vals, cols, rp, bias, 16);
             else switch ((tail + 7) / 8) {  /* the partial tile: only the vectors it needs */
-                case 1: tile_1(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias); break;
-                default: tile_2(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias);
+                case 1: tile_1(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias, 16); break;
+                default: tile_2(xs, 16, ys, 16, rs, r0, r1, vals, cols, rp, bias, 16);
             }
         }
         if (tail) {

@@ -54,7 +54,7 @@ class BlockRenderer:
 {fmas}
             }}"""
 
-    def _flush(self, lane: int, row: str, r: int) -> str:
+    def _flush(self, lane: int, row: str, r: int, cout: str) -> str:
         vw = self.k.vw
         outs = []
         for j in range(r):
@@ -64,26 +64,26 @@ class BlockRenderer:
                         else f"st(yr + {j * vw}, {v});")
         res = f"const float *rr = rt + (long)({row}) * ldy; " if self.residual else ""
         zero = " ".join(f"a{lane}_{j} = z;" for j in range(r))
-        return (f"            if ({row} >= r0 && {row} < {self.p.cout}) {{ const vf b = z + bias[{row}]; "
+        return (f"            if ({row} >= r0 && {row} < {cout}) {{ const vf b = z + bias[{row}]; "
                 f"float *yr = yt + (long)({row}) * ldy; {res}{' '.join(outs)} }}\n            {zero}")
 
-    def render_tile(self, name: str, r: int) -> str:
-        """The row sweep for a tile of ``r`` vectors (the layer's R, or fewer for the last, partial tile)."""
+    def render_tile(self, name: str, r: int, shared: bool = False) -> str:
+        """The row sweep for a tile of ``r`` vectors (the layer's R, or fewer for the last, partial tile).
+        ``shared``: for a unit of its own that layers of any shape link (the row count an argument, the function
+        visible to the rest of the library)."""
         n = self.p.n
+        cout = "cout" if shared else str(self.p.cout)
         accs = " ".join(f"vf a{lane}_{j} = z;" for lane in range(n) for j in range(r))
         if self.p.aligned:
             sweep = (f"        for (int k = rp[rb]; k < rp[rb + {n}]; k++)\n{self._block(r)}\n"
-                     + "\n".join(self._flush(lane, f"rb + {lane}", r) for lane in range(n)))
+                     + "\n".join(self._flush(lane, f"rb + {lane}", r, cout) for lane in range(n)))
             start = "r0"
         else:
             sweep = "\n".join(f"        for (int k = rp[rb + {lane}]; k < rp[rb + {lane + 1}]; k++)\n"
-                              f"{self._block(r)}\n" + self._flush(lane, f"rb + {lane}", r) for lane in range(n))
+                              f"{self._block(r)}\n" + self._flush(lane, f"rb + {lane}", r, cout) for lane in range(n))
             start = f"(r0 >= {n} ? r0 - {n} : 0)"
-        mask_arg = ", const int32_t *restrict mk" if self.masked else ""
         return f"""
-static void {name}(const float *xt, long ldx, float *yt, long ldy, const float *rt,
-                   int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
-                   const int32_t *restrict rp, const float *restrict bias{mask_arg}) {{
+{self._tile_signature(name, shared)} {{
     const vf z = {{0}};
     (void)rt;
     {accs}
@@ -93,10 +93,19 @@ static void {name}(const float *xt, long ldx, float *yt, long ldy, const float *
 }}
 """
 
-    def render_function(self, name: str, tile: str) -> str:
-        """``tile`` names the tile functions: ``{tile}_{r}`` for r = 1 .. R."""
+    def _tile_signature(self, name: str, shared: bool) -> str:
+        mask_arg = ", const int32_t *restrict mk" if self.masked else ""
+        head = f"{_HIDDEN}void" if shared else "static void"
+        return f"""{head} {name}(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+                   int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
+                   const int32_t *restrict rp, const float *restrict bias{mask_arg}{", int cout" if shared else ""})"""
+
+    def render_function(self, name: str, tile: str, shared: bool = False) -> str:
+        """``tile`` names the tile functions: ``{tile}_{r}`` for r = 1 .. R (``shared``: in a unit of their own,
+        see :meth:`render_tile`)."""
         p, T = self.p, self.tile
-        args = f"(xs, {T}, ys, {T}, rs, r0, r1, vals, cols, rp, bias)"
+        more = f", {p.cout}" if shared else ""
+        args = f"(xs, {T}, ys, {T}, rs, r0, r1, vals, cols, rp, bias{more})"
         tails = "\n".join(f"                case {r}: {tile}_{r}{args}; break;" for r in range(1, self.k.r)) + \
             f"\n                default: {tile}_{self.k.r}{args};"
         cin, cout, rows, n = p.cin, p.cout, self.padded_rows, p.n
@@ -135,7 +144,7 @@ void {name}(int P, int nimg, const float *x, float *y, const float *res,
             const int r0 = ch * per, r1 = r0 + per < {rows} ? r0 + per : {rows};
             if (t < full)
                 {tile}_{self.k.r}(xb + (long)t * {T}, P, yb + (long)t * {T}, P, rb ? rb + (long)t * {T} : 0, r0, r1,
-                       vals, cols, rp, bias);
+                       vals, cols, rp, bias{more});
             else switch ((tail + {self.k.vw - 1}) / {self.k.vw}) {{  /* the partial tile: only the vectors it needs */
 {tails}
             }}
@@ -192,13 +201,19 @@ static void {name}(const float *xb, float *yb, const float *res, const float *re
 
 
 def render_block_layer(packed: PackedBlocks, candidates: tuple[KernelParams, ...], act: str | bool,
-                       residual: bool) -> str:
-    """One translation unit with ``run_i`` per candidate and ``scratch_size``. A tile of w vectors is the same code
-    in every candidate, so each width is rendered once (``tile_w``) and shared: a third of the C to compile."""
+                       residual: bool) -> tuple[str, str]:
+    """Two translation units: the tiles (``tile_w`` for every width up to the largest R: the code of every
+    candidate and of every layer with the same block size, blocks alignment, epilogue and vector width, so it
+    is compiled once for all of them) and the layer's own ``run_i`` per candidate and ``scratch_size``."""
     rs = [BlockRenderer(packed, c, act, residual) for c in candidates]
-    parts = [ConvRenderer.prelude(candidates[0].vw)]
-    parts += [rs[0].render_tile(f"tile_{w}", w) for w in range(1, max(r.k.r for r in rs) + 1)]
+    widths = range(1, max(r.k.r for r in rs) + 1)
+    prelude = ConvRenderer.prelude(candidates[0].vw)
+    tiles = prelude + "".join(rs[0].render_tile(f"tile_{w}", w, shared=True) for w in widths)
+    parts = [prelude, "".join(rs[0]._tile_signature(f"tile_{w}", True) + ";\n" for w in widths)]
     for i, r in enumerate(rs):
-        parts.append(r.render_function(f"run_{i}", "tile"))
+        parts.append(r.render_function(f"run_{i}", "tile", shared=True))
     parts.append(f"long scratch_size(void) {{ return {max(r.scratch_floats for r in rs)}; }}\n")
-    return "".join(parts)
+    return tiles, "".join(parts)
+
+
+_HIDDEN = '__attribute__((visibility("hidden"))) '  # linked into one library, not exported from it

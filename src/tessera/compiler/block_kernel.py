@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import hashlib
 
 import torch
 
@@ -11,7 +12,7 @@ from tessera.compiler.kernel import GeneratedLibrary, ThreadScratch
 from tessera.compiler.kernels import get_family
 from tessera.compiler.kernels.unaligned_block import BlockParams
 from tessera.compiler.target import Target
-from tessera.compiler.toolchain import load_library
+from tessera.compiler.toolchain import compile_cached, load_library
 
 _P = ctypes.c_void_p
 
@@ -29,9 +30,17 @@ class BlockLibrary(GeneratedLibrary):
         family = get_family(BlockParams.family)
         self.candidates = candidates or family.candidates(target.vector_width, packed.n)
         # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
-        self.source = family.render_layer(packed, self.candidates, act, residual) + \
-            f"/* stride {stride}, linear {int(linear)} */\n"
+        self.tiles, own = family.render_layer(packed, self.candidates, act, residual)
+        # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart; the tiles'
+        # digest: a library is its own unit and the tile object it links
+        self.source = own + f"/* stride {stride}, linear {int(linear)}, tiles " \
+            f"{hashlib.sha256(self.tiles.encode()).hexdigest()[:16]} */\n"
         self.path = None
+
+    def build(self):
+        tiles = compile_cached(self.tiles, self.target, object_only=True)
+        self.path = compile_cached(self.source, self.target, objects=(tiles,))
+        return self
 
     def _make_kernel(self, index: int) -> BlockKernel:
         return BlockKernel(self, index)

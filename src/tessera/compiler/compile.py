@@ -26,7 +26,7 @@ from tessera.compiler.network import NetworkKernel, build_network
 from tessera.compiler.partition import partition
 from tessera.compiler.target import Target, runnable_target
 from tessera.compiler.toolchain import cache_dir, find_compiler
-from tessera.compiler.tune import Decision, median_ms, row_band_params, tune_layer
+from tessera.compiler.tune import Decision, cached_decision, median_ms, row_band_params, tune_layer
 from tessera.errors import CompileError
 from tessera.io import atomic_write_bytes
 from tessera.sparsity import analyse_conv
@@ -140,7 +140,9 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
                                       m.act, m.residual, target)
     build_all(list(libs.values()))
     decisions = decisions or {}
-    need = [lay for lay in layers if lay.name in libs and lay.name not in decisions]
+    measured = {lay.name: cached_decision(libs[lay.name], threads, example.shape[0]) for lay in layers
+                if lay.name in libs and lay.name not in decisions and tune and not force}
+    need = [lay for lay in layers if measured.get(lay.name, False) is None]  # no input captured for the others
     inputs = capture_inputs(gm, {lay.name: lay.module for lay in need}, example) if need and tune and not force \
         else {}
     for lay in layers:
@@ -154,6 +156,8 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
             d = Decision("dense", "forced")
         elif lay.name in decisions:
             d = Decision(**decisions[lay.name])
+        elif measured.get(lay.name) is not None:
+            d = measured[lay.name]
         else:
             args = inputs[lay.name]
             d = tune_layer(lib, m.torch_forward, args[0], args[1] if len(args) > 1 else None, threads)

@@ -81,32 +81,39 @@ def cache_key(source: str, cc: str, target: Target | None = None, parallel: bool
     return h.hexdigest()[:32]
 
 
-def compile_source(source: str, out: Path, cc: str, target: Target | None = None, parallel: bool = False) -> None:
-    """Run the compiler: C source -> shared object at ``out`` (``parallel``: see :func:`flags`; a compiler
-    without LTO support builds it on one core instead)."""
+def compile_source(source: str, out: Path, cc: str, target: Target | None = None, parallel: bool = False,
+                   objects: tuple[Path, ...] = (), object_only: bool = False) -> None:
+    """Run the compiler: C source -> shared object at ``out``, linked with ``objects``; or, ``object_only``, an
+    object file to link into other libraries. ``parallel``: see :func:`flags` (a compiler without LTO support
+    builds it on one core instead)."""
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "kernel.c"
         src.write_text(source)
-        cmd = [cc, *flags(cc, target, parallel), str(src), "-o", str(out), "-lm"]
+        what = ["-c", str(src)] if object_only else [str(src), *map(str, objects)]
+        cmd = [cc, *flags(cc, target, parallel), *what, "-o", str(out)] + ([] if object_only else ["-lm"])
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0 and parallel:
-            return compile_source(source, out, cc, target)
+            return compile_source(source, out, cc, target, False, objects, object_only)
         if proc.returncode != 0:
             raise CompileError(f"{Path(cc).name} failed on generated code: {proc.stderr.strip().splitlines()[-1:]}; "
                                "report this with the source from tessera.compiler.codegen")
 
 
-def compile_cached(source: str, target: Target | None = None, parallel: bool = False) -> Path:
+def compile_cached(source: str, target: Target | None = None, parallel: bool = False,
+                   objects: tuple[Path, ...] = (), object_only: bool = False) -> Path:
     """Shared object for ``source`` on ``target`` (the host's by default; it must run in this process), built
-    once per (source, compiler, flags) and reused from the cache; ``parallel``: see :func:`flags`."""
+    once per (source, objects, compiler, flags) and reused from the cache; ``parallel``: see :func:`flags`.
+    ``object_only``: an object file (``.o``) that several libraries link (code they share is compiled once)."""
     target = runnable_target(target)
     cc = find_compiler()
     if cc is None:
         raise CompileError("no C compiler found; install gcc (apt-get install gcc) or set CC")
-    key = cache_key(source, cc, target, parallel)
+    key = cache_key(source + "".join(f"\0{o.name}" for o in objects) + ("\0object" if object_only else ""), cc,
+                    target, parallel)  # an object's name is its own key
     d = cache_dir()
     d.mkdir(parents=True, exist_ok=True)
-    so = d / f"{key}.so"
+    suffix = ".o" if object_only else ".so"
+    so = d / f"{key}{suffix}"
     if so.exists():
         return so
     with open(d / f"{key}.lock", "w") as lock:
@@ -114,10 +121,10 @@ def compile_cached(source: str, target: Target | None = None, parallel: bool = F
         try:
             if so.exists():  # built by another process while we waited
                 return so
-            fd, tmp = tempfile.mkstemp(dir=d, suffix=".so.tmp")
+            fd, tmp = tempfile.mkstemp(dir=d, suffix=f"{suffix}.tmp")
             os.close(fd)
             try:
-                compile_source(source, Path(tmp), cc, target, parallel)
+                compile_source(source, Path(tmp), cc, target, parallel, objects, object_only)
                 (d / f"{key}.c").write_text(source)
                 os.replace(tmp, so)
             finally:

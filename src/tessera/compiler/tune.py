@@ -67,15 +67,24 @@ def _key(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> str:
     return f"tune-{h}-t{threads}-b{batch}"
 
 
-def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
-               repeats: int = 15, use_cache: bool = True) -> Decision:
-    """Time torch and each candidate on ``x`` (and ``res``); return the decision (cached on disk)."""
-    path = cache_dir() / f"{_key(layer, threads, x.shape[0])}.json"
-    if use_cache and path.exists():
+def cached_decision(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> Decision | None:
+    """The decision :func:`tune_layer` measured before for ``layer`` (None: none, or an unreadable record)."""
+    path = cache_dir() / f"{_key(layer, threads, batch)}.json"
+    if path.exists():
         try:
             return Decision(**json.loads(path.read_text()))
         except (ValueError, TypeError):
             path.unlink(missing_ok=True)
+    return None
+
+
+def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
+               repeats: int = 15, use_cache: bool = True) -> Decision:
+    """Time torch and each candidate on ``x`` (and ``res``); return the decision (cached on disk)."""
+    path = cache_dir() / f"{_key(layer, threads, x.shape[0])}.json"
+    cached = cached_decision(layer, threads, x.shape[0]) if use_cache else None
+    if cached is not None:
+        return cached
     with torch.no_grad():
         t_torch = median_ms(lambda: torch_fn(x, res), repeats)
         best = (float("inf"), -1)

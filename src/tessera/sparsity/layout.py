@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from tessera.sparsity.blocks import cover_from_keys, nonzero_keys
@@ -100,10 +101,18 @@ def _blocks(nz: torch.Tensor) -> tuple[torch.Tensor, int, bool] | None:
     for n in BLOCK_SIZES:
         if n > nz.shape[0] or nnz == 0:
             continue
-        free = cover_from_keys(keys, nz.shape[0], n)
+        m = nz.shape[0]
+        free = cover_from_keys(keys, m, n)
         if nnz / (free.shape[0] * n) < BLOCK_FILL:
             continue
-        al = cover_from_keys(keys, nz.shape[0], n, aligned=True)
+        if m % n == 0:  # the aligned cover is every aligned block holding a non-zero: keys // n, distinct
+            blk = keys // n  # = column * (m / n) + row // n, sorted as the keys are
+            blk = blk[np.r_[True, blk[1:] != blk[:-1]]]
+            if blk.size != free.shape[0]:
+                return free, n, False
+            al = torch.from_numpy(np.stack([blk // (m // n), blk % (m // n) * n], 1).astype(np.int64))
+            return al, n, True
+        al = cover_from_keys(keys, m, n, aligned=True)
         if al.shape[0] == free.shape[0] and bool((al[:, 1] % n == 0).all()):
             return al, n, True
         return free, n, False

@@ -37,8 +37,9 @@ class UnalignedBlock:
         return packed.values, packed.cols, packed.row_ptr, packed.bias
 
     def render_layer(self, packed: PackedBlocks, candidates: tuple[BlockParams, ...], act: str | bool,
-                     residual: bool) -> str:
-        """The per-layer library: ``run_i`` per candidate and ``scratch_size``."""
+                     residual: bool) -> tuple[str, str]:
+        """The per-layer library as two units: the tiles it shares with layers of the same kind, and its own
+        ``run_i`` per candidate and ``scratch_size``."""
         return render_block_layer(packed, candidates, act, residual)
 
     def tile(self, packed: PackedBlocks, params: BlockParams, act: str | bool, residual: bool) -> int:

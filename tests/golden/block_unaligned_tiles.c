@@ -1,0 +1,168 @@
+#include <stdint.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#else  /* built without OpenMP (an export may be): one thread, the pragmas are ignored */
+static inline int omp_get_num_threads(void) { return 1; }
+static inline int omp_get_thread_num(void) { return 0; }
+#endif
+typedef float vf __attribute__((vector_size(32), aligned(4), may_alias));
+typedef int32_t vi __attribute__((vector_size(32), aligned(4), may_alias));
+typedef float va __attribute__((vector_size(32), aligned(32), may_alias));
+static inline vf ld(const float *p) { return *(const vf *)p; }
+static inline vf lda(const float *p) { return *(const va *)p; }
+static inline void st(float *p, vf v) { *(vf *)p = v; }
+typedef float vh __attribute__((vector_size(16), aligned(4), may_alias));
+typedef int32_t vhi __attribute__((vector_size(16), aligned(4), may_alias));
+static inline vh ldh(const float *p) { return *(const vh *)p; }
+static inline void sth(float *p, vh v) { *(vh *)p = v; }
+#include <math.h>
+
+#define TSR_ACTS(V, VI, P) \
+static inline V P##sel(VI m, V a, V b) { return (V)(((VI)a & m) | ((VI)b & ~m)); } \
+static inline V P##relu(V v) { V z = {0}; return (V)((VI)v & (VI)(v > z)); } \
+static inline V P##hardtanh(V v, float lo, float hi) { V l = (V){0} + lo, h = (V){0} + hi; \
+    v = P##sel((VI)(v > l), v, l); return P##sel((VI)(v < h), v, h); } \
+static inline V P##relu6(V v) { return P##hardtanh(v, 0.f, 6.f); } \
+static inline V P##leaky_relu(V v, float a) { V z = {0}; return P##sel((VI)(v > z), v, v * a); } \
+static inline V P##hardsigmoid(V v) { return P##hardtanh(v + 3.f, 0.f, 6.f) * (1.f / 6.f); } \
+static inline V P##hardswish(V v) { return v * P##hardsigmoid(v); } \
+static inline V P##exp(V x) { /* Cephes expf: 2^n * p(r), |r| <= ln2/2 */ \
+    V z = {0}, one = z + 1.f; \
+    x = P##hardtanh(x, -87.3365f, 88.3762626647949f); \
+    V fx = x * 1.44269504088896341f + 0.5f; \
+    V t = __builtin_convertvector(__builtin_convertvector(fx, VI), V); \
+    t = t - P##sel((VI)(t > fx), one, z); \
+    x = x - t * 0.693359375f + t * 2.12194440e-4f; \
+    V y = z + 1.9875691500E-4f; \
+    y = y * x + 1.3981999507E-3f; y = y * x + 8.3334519073E-3f; y = y * x + 4.1665795894E-2f; \
+    y = y * x + 1.6666665459E-1f; y = y * x + 5.0000001201E-1f; \
+    y = y * x * x + x + 1.f; \
+    VI e = (__builtin_convertvector(t, VI) + 127) << 23; \
+    return y * (V)e; } \
+static inline V P##sigmoid(V v) { return 1.f / (1.f + P##exp(-v)); } \
+static inline V P##silu(V v) { return v * P##sigmoid(v); } \
+static inline V P##tanh(V v) { return 2.f / (1.f + P##exp(-2.f * v)) - 1.f; } \
+static inline V P##erf(V x) { /* Abramowitz-Stegun 7.1.26, |error| < 1.5e-7 */ \
+    V z = {0}; VI neg = (VI)(x < z); V ax = P##sel(neg, -x, x); \
+    V t = 1.f / (1.f + 0.3275911f * ax); \
+    V p = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f)))); \
+    V r = 1.f - p * P##exp(-ax * ax); return P##sel(neg, -r, r); } \
+static inline V P##gelu(V v) { return 0.5f * v * (1.f + P##erf(v * 0.70710678118654752f)); } \
+static inline V P##gelu_tanh(V v) { \
+    return 0.5f * v * (1.f + P##tanh(0.7978845608028654f * (v + 0.044715f * v * v * v))); }
+TSR_ACTS(vf, vi, act_)
+TSR_ACTS(vh, vhi, acth_)
+
+static inline float acts_relu(float v) { return v > 0.f ? v : 0.f; }
+static inline float acts_hardtanh(float v, float lo, float hi) { v = v > lo ? v : lo; return v < hi ? v : hi; }
+static inline float acts_relu6(float v) { return acts_hardtanh(v, 0.f, 6.f); }
+static inline float acts_leaky_relu(float v, float a) { return v > 0.f ? v : v * a; }
+static inline float acts_hardsigmoid(float v) { return acts_hardtanh(v + 3.f, 0.f, 6.f) * (1.f / 6.f); }
+static inline float acts_hardswish(float v) { return v * acts_hardsigmoid(v); }
+static inline float acts_sigmoid(float v) { return 1.f / (1.f + expf(-v)); }
+static inline float acts_silu(float v) { return v * acts_sigmoid(v); }
+static inline float acts_tanh(float v) { return tanhf(v); }
+static inline float acts_gelu(float v) { return 0.5f * v * (1.f + erff(v * 0.70710678118654752f)); }
+static inline float acts_gelu_tanh(float v) {
+    return 0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v))); }
+
+__attribute__((visibility("hidden"))) void tile_1(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+                   int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
+                   const int32_t *restrict rp, const float *restrict bias, int cout) {
+    const vf z = {0};
+    (void)rt;
+    vf a0_0 = z; vf a1_0 = z; vf a2_0 = z; vf a3_0 = z;
+    for (int rb = (r0 >= 4 ? r0 - 4 : 0); rb < r1; rb += 4) {
+        for (int k = rp[rb + 0]; k < rp[rb + 1]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0);
+                { const float w = v[0]; a0_0 += w * x0; }
+                { const float w = v[1]; a1_0 += w * x0; }
+                { const float w = v[2]; a2_0 += w * x0; }
+                { const float w = v[3]; a3_0 += w * x0; }
+            }
+            if (rb + 0 >= r0 && rb + 0 < cout) { const vf b = z + bias[rb + 0]; float *yr = yt + (long)(rb + 0) * ldy; st(yr + 0, act_relu6(a0_0 + b)); }
+            a0_0 = z;
+        for (int k = rp[rb + 1]; k < rp[rb + 2]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0);
+                { const float w = v[0]; a0_0 += w * x0; }
+                { const float w = v[1]; a1_0 += w * x0; }
+                { const float w = v[2]; a2_0 += w * x0; }
+                { const float w = v[3]; a3_0 += w * x0; }
+            }
+            if (rb + 1 >= r0 && rb + 1 < cout) { const vf b = z + bias[rb + 1]; float *yr = yt + (long)(rb + 1) * ldy; st(yr + 0, act_relu6(a1_0 + b)); }
+            a1_0 = z;
+        for (int k = rp[rb + 2]; k < rp[rb + 3]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0);
+                { const float w = v[0]; a0_0 += w * x0; }
+                { const float w = v[1]; a1_0 += w * x0; }
+                { const float w = v[2]; a2_0 += w * x0; }
+                { const float w = v[3]; a3_0 += w * x0; }
+            }
+            if (rb + 2 >= r0 && rb + 2 < cout) { const vf b = z + bias[rb + 2]; float *yr = yt + (long)(rb + 2) * ldy; st(yr + 0, act_relu6(a2_0 + b)); }
+            a2_0 = z;
+        for (int k = rp[rb + 3]; k < rp[rb + 4]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0);
+                { const float w = v[0]; a0_0 += w * x0; }
+                { const float w = v[1]; a1_0 += w * x0; }
+                { const float w = v[2]; a2_0 += w * x0; }
+                { const float w = v[3]; a3_0 += w * x0; }
+            }
+            if (rb + 3 >= r0 && rb + 3 < cout) { const vf b = z + bias[rb + 3]; float *yr = yt + (long)(rb + 3) * ldy; st(yr + 0, act_relu6(a3_0 + b)); }
+            a3_0 = z;
+    }
+}
+
+__attribute__((visibility("hidden"))) void tile_2(const float *xt, long ldx, float *yt, long ldy, const float *rt,
+                   int r0, int r1, const float *restrict vals, const int32_t *restrict cols,
+                   const int32_t *restrict rp, const float *restrict bias, int cout) {
+    const vf z = {0};
+    (void)rt;
+    vf a0_0 = z; vf a0_1 = z; vf a1_0 = z; vf a1_1 = z; vf a2_0 = z; vf a2_1 = z; vf a3_0 = z; vf a3_1 = z;
+    for (int rb = (r0 >= 4 ? r0 - 4 : 0); rb < r1; rb += 4) {
+        for (int k = rp[rb + 0]; k < rp[rb + 1]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
+                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
+                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
+                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
+                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
+            }
+            if (rb + 0 >= r0 && rb + 0 < cout) { const vf b = z + bias[rb + 0]; float *yr = yt + (long)(rb + 0) * ldy; st(yr + 0, act_relu6(a0_0 + b)); st(yr + 8, act_relu6(a0_1 + b)); }
+            a0_0 = z; a0_1 = z;
+        for (int k = rp[rb + 1]; k < rp[rb + 2]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
+                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
+                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
+                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
+                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
+            }
+            if (rb + 1 >= r0 && rb + 1 < cout) { const vf b = z + bias[rb + 1]; float *yr = yt + (long)(rb + 1) * ldy; st(yr + 0, act_relu6(a1_0 + b)); st(yr + 8, act_relu6(a1_1 + b)); }
+            a1_0 = z; a1_1 = z;
+        for (int k = rp[rb + 2]; k < rp[rb + 3]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
+                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
+                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
+                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
+                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
+            }
+            if (rb + 2 >= r0 && rb + 2 < cout) { const vf b = z + bias[rb + 2]; float *yr = yt + (long)(rb + 2) * ldy; st(yr + 0, act_relu6(a2_0 + b)); st(yr + 8, act_relu6(a2_1 + b)); }
+            a2_0 = z; a2_1 = z;
+        for (int k = rp[rb + 3]; k < rp[rb + 4]; k++)
+            { const float *s = xt + (long)cols[k] * ldx; const float *v = vals + (long)k * 4;
+                const vf x0 = ld(s + 0); const vf x1 = ld(s + 8);
+                { const float w = v[0]; a0_0 += w * x0; a0_1 += w * x1; }
+                { const float w = v[1]; a1_0 += w * x0; a1_1 += w * x1; }
+                { const float w = v[2]; a2_0 += w * x0; a2_1 += w * x1; }
+                { const float w = v[3]; a3_0 += w * x0; a3_1 += w * x1; }
+            }
+            if (rb + 3 >= r0 && rb + 3 < cout) { const vf b = z + bias[rb + 3]; float *yr = yt + (long)(rb + 3) * ldy; st(yr + 0, act_relu6(a3_0 + b)); st(yr + 8, act_relu6(a3_1 + b)); }
+            a3_0 = z; a3_1 = z;
+    }
+}
