@@ -173,7 +173,8 @@ class _Emitter:
 
     def pool(self, op: Pool, node: str) -> str:
         if op.kind == "max":
-            return self.loop(window_ops.max_pool(op.x, op.y, op.kernel, op.stride, op.padding), rows=True)
+            return self.loop(window_ops.max_pool(op.x, op.y, op.kernel, op.stride, op.padding,
+                                                 self.plan.target.vector_width), rows=True)
         table = f"((const float *){param(op.divisors)})"
         return self.loop(window_ops.avg_pool(op.x, op.y, op.kernel, op.stride, op.padding, table), rows=True)
 

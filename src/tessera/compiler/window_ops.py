@@ -170,8 +170,67 @@ def _pool(x, y, kernel, stride, padding, init: str, tap: str, out: str) -> str:
     }}"""
 
 
-def max_pool(x, y, kernel, stride, padding) -> str:
-    return _pool(x, y, kernel, stride, padding, "-INFINITY", "m[j] = q > m[j] || q != q ? q : m[j];", "m[j]")
+def max_pool(x, y, kernel, stride, padding, vw: int = 0) -> str:
+    """Max pooling, NaN propagating as torch's does. With ``vw`` (stride 1 or 2, an input layout whose origin
+    leaves room for loads at -padding): chunks of ``vw`` output columns in registers across the window's taps,
+    as :func:`depthwise_conv` runs them, lanes that read outside the image masked to -inf (a zero border would
+    win over negative pixels); else one scalar loop per tap that gcc vectorises where the stride allows."""
+    (sh, sw), (ph, pw) = tuple(stride), tuple(padding)
+    if not vw or sw not in (1, 2) or x.layout is None or x.layout.origin < pw:
+        return _pool(x, y, kernel, stride, padding, "-INFINITY", "m[j] = q > m[j] || q != q ? q : m[j];", "m[j]")
+    kh, kw = kernel
+    c = x.shape[0]
+    h, w = x.shape[1:]
+    _, ho, wo = y.shape
+    evens = "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
+
+    def load(v: int, jc: str) -> str:
+        ptr = f"&{x.at('c', 'iy', f'({jc}) * {sw} + {v - pw}')}"
+        return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
+
+    def chunk(jc: str, masks: dict[int, list[int]], whole: bool) -> str:
+        consts = "".join(f" const vi k{v} = (vi){{{', '.join(map(str, lanes))}}};" for v, lanes in masks.items())
+        rows = []
+        for u in range(kh):
+            taps = []
+            for v in range(kw):
+                q = f"(vf)(((vi){load(v, jc)} & k{v}) | ((vi)ninf & ~k{v}))" if v in masks else load(v, jc)
+                taps.append(f"{{ const vf q = {q}; const vi t = (q > a) | (q != q); a = (vf)(((vi)q & t) | "
+                            f"((vi)a & ~t)); }}")
+            rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
+        if whole:
+            dst = f"&{y.at('c', 'i', jc)}"
+            shift = y.layout.copy_shift if y.padded and y.layout else 0
+            store = f"st({dst}, a);" + (f" st({dst} + {shift}, a);" if shift else "")
+        else:
+            store = (f"{{ float t_[{vw}] __attribute__((aligned(64))); st(t_, a); for (int j = {jc}; j < {wo}; j++) "
+                     f"{{ const float v = t_[j - {jc}]; {y.put('c', 'i', 'j', 'v')} }} }}")
+        return f"{{{consts} vf a = ninf;\n            " + "\n            ".join(rows) + f"\n            {store} }}"
+
+    def masks(jc: int) -> dict[int, list[int]]:
+        out = {}
+        for v in range(kw):
+            lanes = [-1 if jc + t >= wo or 0 <= (jc + t) * sw - pw + v < w else 0 for t in range(vw)]
+            if not all(lanes):
+                out[v] = lanes
+        return out
+
+    starts = list(range(0, wo, vw))
+    plain = [jc for jc in starts if jc + vw <= wo and not masks(jc)]
+    lo, hi = (plain[0], plain[-1] + vw) if plain else (wo, wo)
+    if plain and len(plain) != (hi - lo) // vw:
+        plain, lo, hi = [], wo, wo
+    parts = [chunk(str(jc), masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
+    if plain:
+        parts.append(f"for (int jc = {lo}; jc < {hi}; jc += {vw}) {chunk('jc', {}, True)}")
+    parts += [chunk(str(jc), masks(jc), jc + vw <= wo) for jc in starts if jc >= hi]
+    body = "\n        ".join(parts)
+    return f"""
+    for (int q = 0; q < {c * ho}; q++) {{
+        const int c = q / {ho}, i = q - c * {ho};
+        const vf ninf = (vf){{0}} - INFINITY;
+        {body}
+    }}"""
 
 
 def avg_divisors(h: int, w: int, ho: int, wo: int, kernel, stride, padding, count_include_pad: bool,
