@@ -342,6 +342,10 @@ def nonzero_keys(nz: torch.Tensor) -> np.ndarray:
 
 def cover_from_keys(keys: np.ndarray, m: int, n: int, aligned: bool = False) -> torch.Tensor:
     """:func:`block_cover` from :func:`nonzero_keys` (computed once for every block size tried)."""
+    if not aligned and keys.size and keys.size % n == 0:
+        exact = _exact_blocks(keys, m, n)
+        if exact is not None:
+            return exact
     cols = keys // m  # sorted, as the keys are: its distinct values without np.unique's sort
     c = cols[np.r_[True, cols[1:] != cols[:-1]]] if cols.size else cols
     ptr = np.searchsorted(keys, c * m)
@@ -360,3 +364,18 @@ def cover_from_keys(keys: np.ndarray, m: int, n: int, aligned: bool = False) -> 
     cs, ss = np.concatenate(found_c), np.concatenate(found_s)
     order = np.lexsort((ss, cs))
     return torch.from_numpy(np.stack([cs[order], ss[order]], 1).astype(np.int64))
+
+
+def _exact_blocks(keys: np.ndarray, m: int, n: int) -> torch.Tensor | None:
+    """The greedy cover in one pass when every column's non-zeros are runs of exactly N consecutive rows (what
+    block pruning leaves): each group of N keys of a column is then one block, as the greedy would find it;
+    None otherwise."""
+    col = keys // m
+    idx = np.arange(keys.size) - np.searchsorted(keys, col * m)  # position within its column
+    heads = np.flatnonzero(idx % n == 0)
+    tails = heads + n - 1
+    if tails[-1] >= keys.size or not ((keys[tails] - keys[heads] == n - 1).all() and
+                                      (col[tails] == col[heads]).all()):
+        return None
+    return torch.from_numpy(np.stack([col[heads], keys[heads] - col[heads] * m], 1).astype(np.int64))
+
