@@ -375,10 +375,11 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float bc = ((const float *)P[7])[c];
         const float *wt = (const float *)P[6] + (long)c * 9;
         const vf z = {0};
-        { vf a0 = z + bc;
+        { vf a0 = z + bc; vf a0_1 = z; vf a0_2 = z;
             { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const float wv = wt[0]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const float wv = wt[1]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const float wv = wt[2]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const float wv = wt[3]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const float wv = wt[4]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const float wv = wt[5]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const float wv = wt[6]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const float wv = wt[7]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const float wv = wt[8]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const float wv = wt[3]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const float wv = wt[4]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const float wv = wt[5]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const float wv = wt[6]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const float wv = wt[7]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const float wv = wt[8]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
+            a0 += a0_1 + a0_2;
             { float t[16] __attribute__((aligned(64))); st(t, act_silu(a0)); for (int j = 0; j < 6; j++) { const float v = t[j - 0]; ((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (j)] = v; } } }
     }
     tsr_sync();

@@ -99,18 +99,26 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
         return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
 
     def chunk(jc: str, nv: int, mk: dict[int, list[int]], whole: bool) -> str:
-        accs = " ".join(f"vf a{r} = z + bc;" for r in range(nv))
+        # kernel rows into `sums` partial sums per vector: a chain of kh * kw dependent FMAs is latency-bound (5x5
+        # on 14x14 rows: one vector a row); about 8 independent accumulators keep the FMA units busy
+        sums = max(1, min(kh, 8 // nv))
+        accs = " ".join(f"vf a{r} = z + bc;" + "".join(f" vf a{r}_{p} = z;" for p in range(1, sums))
+                        for r in range(nv))
         consts = "".join(f" const vi m{v} = (vi){{{', '.join(map(str, lanes))}}};" for v, lanes in mk.items())
         rows = []
         for u in range(kh):
             taps = []
+            acc = [f"a{r}" if u % sums == 0 else f"a{r}_{u % sums}" for r in range(nv)]
             for v in range(kw):
                 terms = []
                 for r in range(nv):
                     xv = load(v, jc, r * vw)
-                    terms.append(f"a{r} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else f"a{r} += wv * {xv};")
+                    terms.append(f"{acc[r]} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else
+                                 f"{acc[r]} += wv * {xv};")
                 taps.append(f"{{ const float wv = wt[{u * kw + v}]; {' '.join(terms)} }}")
             rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
+        if sums > 1:
+            rows.append(" ".join(f"a{r} += {' + '.join(f'a{r}_{p}' for p in range(1, sums))};" for r in range(nv)))
         stores = []
         for r in range(nv):
             e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'{jc} + {r * vw}')})" if res is not None else "")
