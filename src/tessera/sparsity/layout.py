@@ -57,7 +57,7 @@ def analyse_conv(w: torch.Tensor) -> ConvLayout:
     nz = w.detach() != 0
     cout, cin = w.shape[:2]
     kernel_mask = nz.reshape(cout, cin, -1).any(-1)
-    density = float(nz.float().mean()) if nz.numel() else 1.0
+    density = int(nz.sum()) / nz.numel() if nz.numel() else 1.0
     kept_counts = nz.reshape(cout, cin, -1).sum(-1)[kernel_mask]
     if tuple(w.shape[2:]) == (3, 3) and kept_counts.numel() > 0:
         rows = nz.reshape(cout, cin, 9)[kernel_mask]
