@@ -145,7 +145,8 @@ class _Emitter:
             for (int k = ((const int32_t *){rp})[r]; k < ((const int32_t *){rp})[r + 1]; k++) {{
                 const int ci = ((const int32_t *){cols})[k]; const float xv = {xi};
                 const float *v = (const float *){vals} + (long)k * {n};
-                for (int l = 0; l < {n}; l++) a[r - r0 + {n - 1} + l] += v[(r + l) % {n}] * xv;
+                float *ar = a + r - r0 + {n - 1};
+                for (int l = 0; l < {n}; l++) ar[l] += v[l] * xv;
             }}
         for (int r = r0; r < r1; r++) {op.acc.expr}[r] = a[r - r0 + {n - 1}];
     }}""")

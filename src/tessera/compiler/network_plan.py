@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -155,7 +156,8 @@ class PlanarBlocks:
 
 @dataclass(frozen=True)
 class BlockMatvec:
-    """y = W x over packed blocks into a buffer of its own (a block-sparse Linear's sums)."""
+    """y = W x over packed blocks into a buffer of its own (a block-sparse Linear's sums); the values are each
+    block's rows top to bottom."""
 
     acc: Buffer
     x: Buffer
@@ -605,7 +607,11 @@ class _Planner:
             rows = int(blocks.row_ptr.size - 1)
             acc = Buffer(rows + blocks.n, (rows + blocks.n,), False, len(self.bufs))
             self.bufs.append(acc)
-            vals, cols, rp = (self._param(torch.from_numpy(a)) for a in (blocks.values, blocks.cols, blocks.row_ptr))
+            # top to bottom (the block kernel's rotation by start row serves its row sweep, not a matvec)
+            starts = np.repeat(np.arange(rows), np.diff(blocks.row_ptr))
+            lanes = (starts[:, None] + np.arange(blocks.n)[None, :]) % blocks.n
+            straight = np.ascontiguousarray(np.take_along_axis(blocks.values, lanes, 1))
+            vals, cols, rp = (self._param(torch.from_numpy(a)) for a in (straight, blocks.cols, blocks.row_ptr))
             self._step(node, BlockMatvec(acc, x, rows, blocks.n, (vals, cols, rp)))
             self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, None, acc))
             return
