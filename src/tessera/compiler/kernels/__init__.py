@@ -51,6 +51,29 @@ class ConvFamily(KernelFamily, Protocol):
         """The C function ``name`` running one image through the layer (orphaned worksharing loops)."""
 
 
+class BlockFamily(KernelFamily, Protocol):
+    def candidates(self, vw: int, n: int) -> tuple[KernelParams, ...]:
+        """Parameters to try on a layer of N-row blocks with ``vw``-float vectors."""
+
+    def render_layer(self, packed, candidates, act, residual) -> tuple[str, str]:
+        """The per-layer library: the unit it shares with layers of its kind, and its own unit."""
+
+    def render_planar(self, packed, params, act, residual, name, origin, ldx, ldy, length, sync,
+                      no_barrier) -> str:
+        """The whole-network function's kernel over a buffer's planes."""
+
+
+class WindowFamily(KernelFamily, Protocol):
+    def applies(self, shape, groups, stride, padding, in_layout) -> bool:
+        """Whether it runs this grouped conv (weight ``shape``) reading an input in ``in_layout``; the plan
+        takes the first window family that does."""
+
+    def candidates(self, vw: int) -> tuple[KernelParams, ...]: ...
+
+    def render(self, op, weight: str, bias: str) -> str:
+        """The loop of a planned window step (:class:`~tessera.compiler.network_plan.WindowConv`)."""
+
+
 _FAMILIES: dict[str, KernelFamily] = {}
 _ORDERED: list[dict[str, KernelFamily]] = []  # the registry in the tuner's order, once built (see _load)
 FAMILY_MODULES = ("pattern_loops", "channel_blocked", "shifted", "unaligned_block", "depthwise", "grouped")
