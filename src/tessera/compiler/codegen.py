@@ -37,7 +37,7 @@ from tessera.compiler.geometry import (
 
 class ConvRenderer:
     """Renders one sparse conv layer with one parameter set; :func:`render_layer` joins several candidates
-    into a library and the whole-network renderer calls :meth:`render_body` directly. Its layout facts
+    into a library and the whole-network emitter calls :meth:`render_body` directly. Its layout facts
     (``in_place_layout``, ``reach``, ``copy_stride``) are fixed once it is built and cached: the emitters ask for
     them per tap row."""
 
