@@ -92,6 +92,15 @@ def test_sections_keep_their_own_defaults():
     assert r.pruning.retrain.lr == 0.01 and r.baseline.train.lr == 0.05
 
 
+def test_an_unwritable_output_is_one_line_and_leaves_nothing(tmp_path, capsys):
+    (tmp_path / "taken").mkdir()
+    assert main(["schema", "--output", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tessera: error: ") and len(err.strip().splitlines()) == 1
+    assert err.strip().endswith(f"{tmp_path / 'taken'}; choose another path or free some space")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # no temporary file left behind
+
+
 def test_schema_command(tmp_path, capsys):
     assert main(["schema", "--output", str(tmp_path / "s.json")]) == 0
     schema = json.loads((tmp_path / "s.json").read_text())

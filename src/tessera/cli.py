@@ -314,6 +314,12 @@ def main(argv: list[str] | None = None) -> int:
     except TesseraError as exc:
         print(f"tessera: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path that cannot be read or written (a directory, no permission, a full disk)
+        path = exc.filename2 or exc.filename  # a rename into place: the destination is the user's path
+        where = f": {path}" if path else ""
+        print(f"tessera: error: {exc.strerror or exc}{where}; choose another path or free some space",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("tessera: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
         return 130
