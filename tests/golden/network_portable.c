@@ -40,9 +40,16 @@ static inline V P##exp(V x) { /* Cephes expf: 2^n * p(r), |r| <= ln2/2 */ \
     y = y * x * x + x + 1.f; \
     VI e = (__builtin_convertvector(t, VI) + 127) << 23; \
     return y * (V)e; } \
-static inline V P##sigmoid(V v) { return 1.f / (1.f + P##exp(-v)); } \
+static inline V P##tanh(V v) { /* a rational fit (Eigen's fast tanh): |error| < 4e-7, one division */ \
+    V x = P##hardtanh(v, -7.90531110763549805f, 7.90531110763549805f), x2 = x * x; \
+    V p = x2 * -2.76076847742355e-16f + 2.00018790482477e-13f; p = p * x2 + -8.60467152213735e-11f; \
+    p = p * x2 + 5.12229709037114e-08f; p = p * x2 + 1.48572235717979e-05f; p = p * x2 + 6.37261928875436e-04f; \
+    p = (p * x2 + 4.89352455891786e-03f) * x; \
+    V q = x2 * 1.19825839466702e-06f + 1.18534705686654e-04f; q = q * x2 + 2.26843463243900e-03f; \
+    q = q * x2 + 4.89352518554385e-03f; \
+    return p / q; } \
+static inline V P##sigmoid(V v) { return 0.5f + 0.5f * P##tanh(0.5f * v); } \
 static inline V P##silu(V v) { return v * P##sigmoid(v); } \
-static inline V P##tanh(V v) { return 2.f / (1.f + P##exp(-2.f * v)) - 1.f; } \
 static inline V P##erf(V x) { /* Abramowitz-Stegun 7.1.26, |error| < 1.5e-7 */ \
     V z = {0}; VI neg = (VI)(x < z); V ax = P##sel(neg, -x, x); \
     V t = 1.f / (1.f + 0.3275911f * ax); \
