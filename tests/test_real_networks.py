@@ -166,6 +166,20 @@ def test_vector_activations_are_accurate_everywhere(act):
     assert float(((got - want).abs() / x.abs().clamp_min(1.0)).max()) <= 4e-7
 
 
+@pytest.mark.parametrize("cin", [3, 16, 17, 40, 47, 70])
+def test_dense_linear_and_se_matvecs_match_torch(cin):
+    """The network function's dense matrix-vector products (a Linear head, squeeze-excitation's 1x1s on pooled
+    vectors) for input widths around the vector width: whole pairs of vectors, one more vector, a scalar tail."""
+    torch.manual_seed(cin)
+    m = nn.Sequential(nn.Conv2d(3, cin, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, 9, 1),
+                      nn.SiLU(), nn.Flatten(), nn.Linear(9, cin), nn.ReLU(), nn.Linear(cin, 5)).eval()
+    x = torch.randn(3, 3, 10, 10)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    assert cm.network is not None, cm.network_reason
+    with torch.no_grad():
+        assert rel_err(cm(x), m(x)) <= 1e-5
+
+
 def test_unsupported_op_in_the_middle_keeps_native_segments():
     class M(nn.Module):
         def __init__(self):

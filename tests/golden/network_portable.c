@@ -326,16 +326,24 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float v = s * 0.027777777777777776f; ((float *)B[4])[(long)(c) * 1 + (0) * 1 + (0)] = v;
     }
     tsr_sync();
+    { float xs_[8] __attribute__((aligned(64)));
+    for (int i = 0; i < 8; i++) xs_[i] = ((float *)B[4])[i];
     #pragma omp for schedule(static) nowait
     for (int o = 0; o < 4; o++) { const float *w = (const float *)P[8] + (long)o * 8;
-        float s = 0.f; for (int i = 0; i < 8; i++) s += w[i] * ((float *)B[4])[i];
+        vf a0 = {0}, a1 = {0}; for (int i = 0; i < 8; i += 8) { a0 += ld(w + i) * lda(xs_ + i); a1 += ld(w + i + 4) * lda(xs_ + i + 4); }
+        a0 += a1; float t_[4] __attribute__((aligned(64))); st(t_, a0);
+        float s = 0.f; for (int l = 0; l < 4; l++) s += t_[l];
         s += ((const float *)P[7])[o]; s = acts_relu(s); ((float *)B[5])[o] = s; }
-    tsr_sync();
+    tsr_sync(); }
+    { float xs_[4] __attribute__((aligned(64)));
+    for (int i = 0; i < 4; i++) xs_[i] = ((float *)B[5])[i];
     #pragma omp for schedule(static) nowait
     for (int o = 0; o < 8; o++) { const float *w = (const float *)P[10] + (long)o * 4;
-        float s = 0.f; for (int i = 0; i < 4; i++) s += w[i] * ((float *)B[5])[i];
+        vf a0 = {0}, a1 = {0};  a0 += ld(w + 0) * lda(xs_ + 0);
+        a0 += a1; float t_[4] __attribute__((aligned(64))); st(t_, a0);
+        float s = 0.f; for (int l = 0; l < 4; l++) s += t_[l];
         s += ((const float *)P[9])[o]; s = acts_sigmoid(s); ((float *)B[4])[o] = s; }
-    tsr_sync();
+    tsr_sync(); }
     #pragma omp for schedule(static) nowait
     for (int c = 0; c < 8; c++) { const float s = ((float *)B[4])[c];
         const float *xr = &((float *)B[3])[(long)(c) * 56 + 8 + (0) * 7 + (0)]; float *yr = &((float *)B[6])[(long)(c) * 56 + 8 + (0) * 7 + (0)];
@@ -351,11 +359,15 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float v = s * 0.027777777777777776f; ((float *)B[4])[(long)(c) * 1 + (0) * 1 + (0)] = v;
     }
     tsr_sync();
+    { float xs_[8] __attribute__((aligned(64)));
+    for (int i = 0; i < 8; i++) xs_[i] = ((float *)B[4])[i];
     #pragma omp for schedule(static) nowait
     for (int o = 0; o < 5; o++) { const float *w = (const float *)P[17] + (long)o * 8;
-        float s = 0.f; for (int i = 0; i < 8; i++) s += w[i] * ((float *)B[4])[i];
+        vf a0 = {0}, a1 = {0}; for (int i = 0; i < 8; i += 8) { a0 += ld(w + i) * lda(xs_ + i); a1 += ld(w + i + 4) * lda(xs_ + i + 4); }
+        a0 += a1; float t_[4] __attribute__((aligned(64))); st(t_, a0);
+        float s = 0.f; for (int l = 0; l < 4; l++) s += t_[l];
         s += ((const float *)P[16])[o]; ((float *)B[7])[o] = s; }
-    tsr_sync();
+    tsr_sync(); }
     #pragma omp for schedule(static) nowait
     for (long i = 0; i < 5; i++) yb0[i] = ((float *)B[7])[i];
     tsr_sync();

@@ -161,11 +161,25 @@ class _Emitter:
             return self.loop(f"""
     for (int o = 0; o < {op.cout}; o++) {{ float s = {op.sums.expr}[o];
         s += {b};{radd}{act} {store} }}""")
+        # each thread first gathers the input vector (a padded buffer keeps one value a plane) onto its stack; the
+        # dot products then run in vectors, two accumulators (a scalar sum is one chain of dependent adds: gcc
+        # may not reorder a float reduction)
         xi = x.at("i", "0", "0") if x.padded else f"{x.expr}[i]"
-        return self.loop(f"""
-    for (int o = 0; o < {op.cout}; o++) {{ const float *w = (const float *){param(op.weight)} + (long)o * {op.cin};
-        float s = 0.f; for (int i = 0; i < {op.cin}; i++) s += w[i] * {xi};
-        s += {b};{radd}{act} {store} }}""")
+        vw, cin = self.plan.target.vector_width, op.cin
+        whole = cin // (2 * vw) * 2 * vw
+        pairs = f"for (int i = 0; i < {whole}; i += {2 * vw}) {{ a0 += ld(w + i) * lda(xs_ + i); " \
+                f"a1 += ld(w + i + {vw}) * lda(xs_ + i + {vw}); }}" if whole else ""
+        rest = f" a0 += ld(w + {whole}) * lda(xs_ + {whole});" if cin - whole >= vw else ""
+        tail = whole + vw if rest else whole
+        scalar = f" for (int i = {tail}; i < {cin}; i++) s += w[i] * xs_[i];" if tail < cin else ""
+        return f"""{{ float xs_[{-(-cin // vw) * vw}] __attribute__((aligned(64)));
+    for (int i = 0; i < {cin}; i++) xs_[i] = {xi};
+    """ + self.loop(f"""
+    for (int o = 0; o < {op.cout}; o++) {{ const float *w = (const float *){param(op.weight)} + (long)o * {cin};
+        vf a0 = {{0}}, a1 = {{0}}; {pairs}{rest}
+        a0 += a1; float t_[{vw}] __attribute__((aligned(64))); st(t_, a0);
+        float s = 0.f; for (int l = 0; l < {vw}; l++) s += t_[l];{scalar}
+        s += {b};{radd}{act} {store} }}""") + " }"
 
     def window_conv(self, op: WindowConv, node: str) -> str:
         wt = f"(const float *){param(op.weight)}"
