@@ -4,8 +4,8 @@ convs, max and average pooling (any kernel, stride, padding, ceil_mode), adaptiv
 They are memory-bound, so the shape is one pass: one (channel, output row) per work item, the row accumulated on
 the stack, the epilogue (bias, residual, activation) fused into the store. Padding is never materialised: for each
 tap the range of output columns whose input column is inside the image is a compile-time constant, so the inner
-loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network plan's ``Buffer`` objects
-(``at`` / ``put`` / ``expr``), whatever their layout.
+loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network plan's
+``Buffer`` objects (``at`` / ``put`` / ``expr``), whatever their layout.
 """
 
 from __future__ import annotations
@@ -66,6 +66,34 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
     }}"""
 
 
+def _evens(vw: int) -> str:
+    return "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
+
+
+def _row_load(x, col: str, v: int, sw: int, pw: int, vw: int) -> str:
+    """A vector of ``vw`` output columns' inputs for tap column ``v`` (``col``: the C expression of the first
+    output column; row ``iy``): one load, or at stride 2 two loads and a shuffle that keeps the even lanes."""
+    ptr = f"&{x.at('c', 'iy', f'({col}) * {sw} + {v - pw}')}"
+    return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {_evens(vw)})"
+
+
+def _partial_store(y, jc: str, wo: int, vw: int, value: str) -> str:
+    """The row's last, partial chunk: the lanes past the row belong to the next row's work item."""
+    return (f"{{ float t_[{vw}] __attribute__((aligned(64))); st(t_, {value}); for (int j = {jc}; j < {wo}; j++) "
+            f"{{ const float v = t_[j - {jc}]; {y.put('c', 'i', 'j', 'v')} }} }}")
+
+
+def _chunk_plan(wo: int, vw: int, masks) -> tuple[list[int], list[int], int, int]:
+    """Chunk starts of an output row and the run of whole, unmasked chunks in its middle (``lo`` .. ``hi``) that
+    one loop can cover; the chunks before and after it are rendered one by one."""
+    starts = list(range(0, wo, vw))
+    plain = [jc for jc in starts if jc + vw <= wo and not masks(jc)]
+    lo, hi = (plain[0], plain[-1] + vw) if plain else (wo, wo)
+    if plain and len(plain) != (hi - lo) // vw:  # masked chunks in the middle (never for these geometries)
+        plain, lo, hi = [], wo, wo
+    return starts, plain, lo, hi
+
+
 def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
                    vw: int, chunks: int = 4) -> str:
     """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
@@ -78,7 +106,6 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
     h, w = x.shape[1:]
     (sh, sw), (ph, pw) = tuple(stride), tuple(padding)
     zero_cols = {-1, w} if x.padded and x.layout is not None and not x.layout.tight else set()
-    evens = "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
     shift = y.layout.copy_shift if y.padded and y.layout else 0
 
     def lane_ok(j: int, v: int) -> bool:
@@ -94,10 +121,6 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                 out[v] = lanes
         return out
 
-    def load(v, jc, off):
-        ptr = f"&{x.at('c', 'iy', f'({jc} + {off}) * {sw} + {v - pw}')}"
-        return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
-
     def chunk(jc: str, nv: int, mk: dict[int, list[int]], whole: bool) -> str:
         # kernel rows into `sums` partial sums per vector: a chain of kh * kw dependent FMAs is latency-bound (5x5
         # on 14x14 rows: one vector a row); about 8 independent accumulators keep the FMA units busy
@@ -112,7 +135,7 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
             for v in range(kw):
                 terms = []
                 for r in range(nv):
-                    xv = load(v, jc, r * vw)
+                    xv = _row_load(x, f"{jc} + {r * vw}", v, sw, pw, vw)
                     terms.append(f"{acc[r]} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else
                                  f"{acc[r]} += wv * {xv};")
                 taps.append(f"{{ const float wv = wt[{u * kw + v}]; {' '.join(terms)} }}")
@@ -126,18 +149,12 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                 dst = f"&{y.at('c', 'i', f'{jc} + {r * vw}')}"
                 copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
                 stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
-            else:  # the row's last, partial chunk: the lanes past the row belong to the next row's work item
-                stores.append(f"{{ float t[{vw}] __attribute__((aligned(64))); st(t, {c_vector(act, e)}); "
-                              f"for (int j = {jc}; j < {wo}; j++) {{ const float v = t[j - {jc}]; "
-                              f"{y.put('c', 'i', 'j', 'v')} }} }}")
+            else:
+                stores.append(_partial_store(y, jc, wo, vw, c_vector(act, e)))
         return (f"{{{consts} {accs}\n            " + "\n            ".join(rows) + "\n            "
                 + " ".join(stores) + " }")
 
-    starts = list(range(0, wo, vw))
-    plain = [jc for jc in starts if jc + vw <= wo and not masks(jc)]
-    lo, hi = (plain[0], plain[-1] + vw) if plain else (wo, wo)
-    if plain and len(plain) != (hi - lo) // vw:  # masked chunks in the middle (never for these geometries)
-        plain, lo, hi = [], wo, wo
+    starts, plain, lo, hi = _chunk_plan(wo, vw, masks)
     parts = [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
     if plain:
         big = min(chunks, len(plain))
@@ -190,11 +207,6 @@ def max_pool(x, y, kernel, stride, padding, vw: int = 0) -> str:
     c = x.shape[0]
     h, w = x.shape[1:]
     _, ho, wo = y.shape
-    evens = "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
-
-    def load(v: int, jc: str) -> str:
-        ptr = f"&{x.at('c', 'iy', f'({jc}) * {sw} + {v - pw}')}"
-        return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {evens})"
 
     def chunk(jc: str, masks: dict[int, list[int]], whole: bool) -> str:
         consts = "".join(f" const vi k{v} = (vi){{{', '.join(map(str, lanes))}}};" for v, lanes in masks.items())
@@ -202,7 +214,8 @@ def max_pool(x, y, kernel, stride, padding, vw: int = 0) -> str:
         for u in range(kh):
             taps = []
             for v in range(kw):
-                q = f"(vf)(((vi){load(v, jc)} & k{v}) | ((vi)ninf & ~k{v}))" if v in masks else load(v, jc)
+                xv = _row_load(x, jc, v, sw, pw, vw)
+                q = f"(vf)(((vi){xv} & k{v}) | ((vi)ninf & ~k{v}))" if v in masks else xv
                 taps.append(f"{{ const vf q = {q}; const vi t = (q > a) | (q != q); a = (vf)(((vi)q & t) | "
                             f"((vi)a & ~t)); }}")
             rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
@@ -211,8 +224,7 @@ def max_pool(x, y, kernel, stride, padding, vw: int = 0) -> str:
             shift = y.layout.copy_shift if y.padded and y.layout else 0
             store = f"st({dst}, a);" + (f" st({dst} + {shift}, a);" if shift else "")
         else:
-            store = (f"{{ float t_[{vw}] __attribute__((aligned(64))); st(t_, a); for (int j = {jc}; j < {wo}; j++) "
-                     f"{{ const float v = t_[j - {jc}]; {y.put('c', 'i', 'j', 'v')} }} }}")
+            store = _partial_store(y, jc, wo, vw, "a")
         return f"{{{consts} vf a = ninf;\n            " + "\n            ".join(rows) + f"\n            {store} }}"
 
     def masks(jc: int) -> dict[int, list[int]]:
@@ -223,11 +235,7 @@ def max_pool(x, y, kernel, stride, padding, vw: int = 0) -> str:
                 out[v] = lanes
         return out
 
-    starts = list(range(0, wo, vw))
-    plain = [jc for jc in starts if jc + vw <= wo and not masks(jc)]
-    lo, hi = (plain[0], plain[-1] + vw) if plain else (wo, wo)
-    if plain and len(plain) != (hi - lo) // vw:
-        plain, lo, hi = [], wo, wo
+    starts, plain, lo, hi = _chunk_plan(wo, vw, masks)
     parts = [chunk(str(jc), masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
     if plain:
         parts.append(f"for (int jc = {lo}; jc < {hi}; jc += {vw}) {chunk('jc', {}, True)}")
