@@ -29,7 +29,6 @@ class BlockLibrary(GeneratedLibrary):
         self.target = target
         family = get_family(BlockParams.family)
         self.candidates = candidates or family.candidates(target.vector_width, packed.n)
-        # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart
         self.tiles, own = family.render_layer(packed, self.candidates, act, residual)
         # stride and layer type act outside the C code; naming them keeps tuning-cache keys apart; the tiles'
         # digest: a library is its own unit and the tile object it links

@@ -142,7 +142,7 @@ def compile_graph(model: torch.nn.Module, example: torch.Tensor, threads: int | 
     decisions = decisions or {}
     measured = {lay.name: cached_decision(libs[lay.name], threads, example.shape[0]) for lay in layers
                 if lay.name in libs and lay.name not in decisions and tune and not force}
-    need = [lay for lay in layers if measured.get(lay.name, False) is None]  # no input captured for the others
+    need = [lay for lay in layers if lay.name in measured and measured[lay.name] is None]  # inputs for these only
     inputs = capture_inputs(gm, {lay.name: lay.module for lay in need}, example) if need and tune and not force \
         else {}
     for lay in layers:

@@ -47,6 +47,7 @@ from tessera.compiler.kernels.shifted import ShiftedParams
 from tessera.compiler.kernels.unaligned_block import BlockParams
 from tessera.compiler.target import Target
 
+SPIN_SYNC = "tsr_sync();"  # the spinning barrier's join (network_emit.SPIN_BARRIER defines it)
 _FLATTEN_FN = {torch.flatten}
 _ALIAS_METHODS = {"flatten", "view", "reshape", "contiguous"}
 
@@ -288,7 +289,7 @@ class NetworkPlan:
     @property
     def sync(self) -> str:
         """The C statement a thread runs to join the others (empty: OpenMP's implicit barriers)."""
-        return "tsr_sync();" if self.spin else ""
+        return SPIN_SYNC if self.spin else ""
 
     @property
     def barrier_scratch(self) -> int | None:
@@ -392,7 +393,7 @@ class _Planner:
 
     @property
     def sync(self) -> str:
-        return "tsr_sync();" if self.spin else ""
+        return SPIN_SYNC if self.spin else ""
 
     def _param(self, t: torch.Tensor) -> int:
         self.params.append(t.contiguous())

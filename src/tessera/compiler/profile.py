@@ -17,7 +17,7 @@ def profile_network(gm: fx.GraphModule, params_for: dict[str, KernelParams], tar
     """(node name, ms per call) for every node that emits code, in execution order, and the output copy."""
     plan = plan_network(gm, params_for, target, threads, profile=True)
     kernel = NetworkKernel(plan, threads)
-    table = kernel._scratch[-1].view(torch.float64)
+    table = kernel._scratch[plan.profile_scratch].view(torch.float64)
     for _ in range(3):  # warm-up: caches, the team of threads, the clock
         kernel(x)
     table.zero_()

@@ -10,6 +10,7 @@ import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
@@ -67,9 +68,14 @@ def _key(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> str:
     return f"tune-{h}-t{threads}-b{batch}"
 
 
-def cached_decision(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> Decision | None:
+def _record(layer: LayerLibrary | BlockLibrary, threads: int, batch: int) -> Path:
+    return cache_dir() / f"{_key(layer, threads, batch)}.json"
+
+
+def cached_decision(layer: LayerLibrary | BlockLibrary, threads: int, batch: int,
+                    path: Path | None = None) -> Decision | None:
     """The decision :func:`tune_layer` measured before for ``layer`` (None: none, or an unreadable record)."""
-    path = cache_dir() / f"{_key(layer, threads, batch)}.json"
+    path = path or _record(layer, threads, batch)
     if path.exists():
         try:
             return Decision(**json.loads(path.read_text()))
@@ -81,8 +87,8 @@ def cached_decision(layer: LayerLibrary | BlockLibrary, threads: int, batch: int
 def tune_layer(layer: LayerLibrary | BlockLibrary, torch_fn, x: torch.Tensor, res: torch.Tensor | None, threads: int,
                repeats: int = 15, use_cache: bool = True) -> Decision:
     """Time torch and each candidate on ``x`` (and ``res``); return the decision (cached on disk)."""
-    path = cache_dir() / f"{_key(layer, threads, x.shape[0])}.json"
-    cached = cached_decision(layer, threads, x.shape[0]) if use_cache else None
+    path = _record(layer, threads, x.shape[0])
+    cached = cached_decision(layer, threads, x.shape[0], path) if use_cache else None
     if cached is not None:
         return cached
     with torch.no_grad():

@@ -340,14 +340,18 @@ def nonzero_keys(nz: torch.Tensor) -> np.ndarray:
     return (cols_idx * nz.shape[0] + rows_idx).numpy()
 
 
+def distinct_sorted(a: np.ndarray) -> np.ndarray:
+    """The distinct values of a sorted array, in order (``np.unique`` without its sort)."""
+    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
+
+
 def cover_from_keys(keys: np.ndarray, m: int, n: int, aligned: bool = False) -> torch.Tensor:
     """:func:`block_cover` from :func:`nonzero_keys` (computed once for every block size tried)."""
     if not aligned and keys.size and keys.size % n == 0:
         exact = _exact_blocks(keys, m, n)
         if exact is not None:
             return exact
-    cols = keys // m  # sorted, as the keys are: its distinct values without np.unique's sort
-    c = cols[np.r_[True, cols[1:] != cols[:-1]]] if cols.size else cols
+    c = distinct_sorted(keys // m)
     ptr = np.searchsorted(keys, c * m)
     ends = np.searchsorted(keys, c * m + m)
     found_c, found_s = [], []

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tessera.sparsity.blocks import cover_from_keys, nonzero_keys
+from tessera.sparsity.blocks import cover_from_keys, distinct_sorted, nonzero_keys
 from tessera.sparsity.patterns import CENTRE, ENTRIES, PatternLibrary
 
 BLOCK_SIZES = (4, 2)  # tried in this order on 1x1 / linear weights
@@ -106,8 +106,7 @@ def _blocks(nz: torch.Tensor) -> tuple[torch.Tensor, int, bool] | None:
         if nnz / (free.shape[0] * n) < BLOCK_FILL:
             continue
         if m % n == 0:  # the aligned cover is every aligned block holding a non-zero: keys // n, distinct
-            blk = keys // n  # = column * (m / n) + row // n, sorted as the keys are
-            blk = blk[np.r_[True, blk[1:] != blk[:-1]]]
+            blk = distinct_sorted(keys // n)  # = column * (m / n) + row // n, sorted as the keys are
             if blk.size != free.shape[0]:
                 return free, n, False
             al = torch.from_numpy(np.stack([blk // (m // n), blk % (m // n) * n], 1).astype(np.int64))
