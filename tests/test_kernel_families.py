@@ -15,7 +15,7 @@ from torch import nn
 from tessera.compiler.block_format import pack_blocks
 from tessera.compiler.block_kernel import BlockLibrary
 from tessera.compiler.formats import pack_conv
-from tessera.compiler.geometry import ConvGeometry, KernelParams
+from tessera.compiler.geometry import ConvGeometry, KernelParams, shift_copies
 from tessera.compiler.graph import fuse, trace
 from tessera.compiler.kernel import LayerLibrary
 from tessera.compiler.kernels import (
@@ -27,7 +27,9 @@ from tessera.compiler.kernels import (
     params_to_dict,
     register_family,
 )
+from tessera.compiler.kernels.shifted import ShiftedParams
 from tessera.compiler.network import NetworkKernel
+from tessera.compiler.network_emit import emit_network
 from tessera.compiler.network_plan import SparseConv, WindowConv, plan_network
 from tessera.compiler.target import TARGETS, host_target
 from tessera.sparsity import PatternLibrary, pattern_connectivity_mask
@@ -36,6 +38,7 @@ TARGETS_HERE = [host_target()] + [t for t in TARGETS.values() if t.runs_here() a
                                   t.vector_width != host_target().vector_width]
 LAYERS = [  # (cin, cout, h, w, stride, pad): shapes where each family has candidates on some width
     (16, 16, 16, 16, 1, 1), (8, 12, 7, 7, 1, 1), (16, 16, 16, 16, 2, 1), (6, 10, 9, 13, 1, 1), (16, 8, 32, 32, 2, 1),
+    (8, 8, 28, 28, 2, 1), (5, 7, 13, 11, 2, 1),  # stride 2 on padded phase rows rounded up to whole vectors
 ]
 
 
@@ -167,6 +170,45 @@ def test_window_families_on_every_target_match_torch(target):
     plan = plan_network(gm, {}, target, 2)
     used = {family_of(s.op.params).name for s in plan.steps if isinstance(s.op, WindowConv | SparseConv)}
     assert {"depthwise", "grouped"} <= used
+    with torch.no_grad():
+        got, want = NetworkKernel(plan, 2)(x), m(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5
+
+
+class _Strided(nn.Module):
+    """A pattern-sparse 3x3 stride-2 conv ``b`` on a network buffer that a dense stride-1 conv ``c`` also reads:
+    in place in the tight layout (no zero columns) where the width is whole vectors, else the padded one."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 16, 3, 1, 1)
+        self.b = nn.Conv2d(16, 24, 3, 2, 1)
+        self.c = nn.Conv2d(16, 24, 3, 1, 1)
+        with torch.no_grad():
+            self.b.weight *= pattern_connectivity_mask(self.b.weight, PatternLibrary.default(6), 0.5)
+
+    def forward(self, x):
+        y = F.relu(self.a(x))
+        return F.relu(self.b(y)) + F.max_pool2d(F.relu(self.c(y)), 2)
+
+
+@pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
+@pytest.mark.parametrize("hw", [(28, 28), (26, 22), (16, 16), (8, 8)])
+def test_shifted_stride2_in_the_network_matches_torch(target, hw):
+    """The shifted kernel at stride 2 on padded phase rows rounded up to whole vectors, its prep copying whole
+    vectors (even-lane shuffles, the lanes outside the image masked to zero); and on tight phase rows."""
+    torch.manual_seed(1)
+    m = _Strided().eval()
+    x = torch.randn(3, 3, *hw)
+    gm = fuse(trace(m, x[:1]))
+    vw = target.vector_width
+    conv = next(n.target for n in gm.graph.nodes if n.op == "call_module" and n.target.startswith("b"))
+    plan = plan_network(gm, {conv: ShiftedParams(2, vw, 16)}, target, 2)
+    conv = [s.op for s in plan.steps if isinstance(s.op, SparseConv) and s.op.geom.stride == 2]
+    assert len(conv) == 1 and conv[0].params == ShiftedParams(2, vw, 16)
+    assert conv[0].in_layout.tight == (hw[1] % vw == 0 or 2 * hw[1] == vw)
+    if shift_copies(conv[0].geom, conv[0].params) == 1:  # phase rows of half a vector take two copies, scalar
+        assert "__builtin_shuffle(ld(sr" in emit_network(plan)
     with torch.no_grad():
         got, want = NetworkKernel(plan, 2)(x), m(x)
     assert float((got - want).abs().max() / want.abs().max()) <= 1e-5

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from tessera.compiler.activations import C_HELPERS, c_scalar, c_vector, canon
+from tessera.compiler.activations import C_HELPERS, c_even_lanes, c_scalar, c_vector, canon
 from tessera.compiler.formats import PackedConv
 from tessera.compiler.geometry import (
     FILTER_CHUNK,
@@ -78,8 +78,8 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         no copy of its own; per-pattern loops only."""
         self.p, self.g, self.k, self.residual = packed, layer_geometry(geom, params), params, residual
         self.act = canon(act)
-        if params.shift and self.g.stride != 1 and not self.g.tight:
-            raise ValueError("the shifted variant runs stride-2 convs on tight phase planes only (tight_rows)")
+        if params.shift and (self.g.stride > 2 or self.g.kw > 3 or (self.g.stride == 2 and self.g.kw != 3)):
+            raise ValueError("the shifted variant runs stride-1 convs up to 3 wide and stride-2 3x3 convs only")
         self.padded_io = padded_io
         self.sync, self.input_view = sync, input_view
         self.no_barrier = False  # set by the whole network when its next statement does not read this output
@@ -194,10 +194,11 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
             up = self.copy_stride - g.wph
             second = "" if self.copies != 2 else \
                 f"\n                for (int j = {j0}; j < {j1}; j++) row[{up} + j] = sr[j * {s}];"
+            vector = self._vector_row_copy(j0, j1)
             copies.append(f"""            if (r % {s} == {py}) {{
                 float *row = dst + {(py * s + px) * g.phase_stride} + (r / {s}) * {g.wph};
                 const float *sr = srow + {px - g.col0};
-                for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];{second}
+                {vector or f"for (int j = {j0}; j < {j1}; j++) row[j] = sr[j * {s}];"}{second}
             }}""")
         nl = "\n"
         shifted = "".join(f"""
@@ -220,6 +221,24 @@ static void {name}(const float *x, float *xp) {{
     }}{self.join()}{shifted}
 }}
 """
+
+    def _vector_row_copy(self, j0: int, j1: int) -> str | None:
+        """A stride-2 phase row ``row[j] = sr[2j]`` (j0 <= j < j1) as whole vectors: two loads and an even-lane
+        shuffle each, lanes outside the image ANDed to the zero the layout keeps there. Only where a phase row is
+        whole vectors (its stores stay inside it) and the source is a network buffer (its slack takes the loads
+        past the last row); None: the scalar copy."""
+        g, vw = self.g, self.k.vw
+        nvec = -(-j1 // vw)
+        if g.stride != 2 or not self.padded_io or g.wph % vw or self.copies != 1 or nvec > 8:
+            return None
+        out = []
+        for b in range(nvec):
+            v = f"__builtin_shuffle(ld(sr + {2 * b * vw}), ld(sr + {2 * b * vw + vw}), {c_even_lanes(vw)})"
+            lanes = [j0 <= b * vw + i < j1 for i in range(vw)]
+            if not all(lanes):
+                v = f"(vf)((vi){v} & (vi){{{', '.join('-1' if k else '0' for k in lanes)}}})"
+            out.append(f"st(row + {b * vw}, {v});")
+        return " ".join(out)
 
     def out_rows(self) -> tuple[int, str]:
         """Floats per output channel, and the C offset of output row ``yo`` in it: the network buffer's layout
@@ -340,7 +359,9 @@ static void {name}(const float *x, float *xp) {{
 
     def tap_place(self, tap: int) -> tuple[int, int]:
         """Where tap (dy, dx) reads, relative to a tile's start in its channel's planes, and its accumulator set.
-        Set d adds w * x[q + offset] into c_d[q]; output p takes c_d[p + d - 1]. Stride 1: row dy, set dx. Stride 2
+        Set d adds w * x[q + offset] into c_d[q]; output p takes c_d[p + d] (c_d[p + d - 1] on tight rows). Stride 1:
+        row dy, set dx. Stride 2 on padded phase planes: padded column 2j + dx is column j + dx // 2 of column
+        phase dx % 2, set dx // 2. Stride 2
         (tight phase planes of even and odd padded rows, and of even and odd image columns): output (i, j) reads
         padded row 2i + dy, which is row i + dy // 2 of row phase dy % 2, and image column 2j + dx - 1: column j
         of the even-column plane (dx 1) or column j - 1 / j of the odd one (dx 0 / 2)."""
@@ -348,6 +369,8 @@ static void {name}(const float *x, float *xp) {{
         dy, dx = divmod(tap, g.kw)
         if g.stride == 1:
             return dy * g.wph, dx
+        if not g.tight:  # padded phase planes: padded column 2j + dx is column j + dx // 2 of phase dx % 2
+            return g.tap_offset(tap) - dx // 2, dx // 2
         return ((dy % 2) * 2 + (dx + 1) % 2) * g.phase_stride + (dy // 2) * g.wph, (dx + 1) // 2
 
     def render_body(self, name: str) -> str:

@@ -112,7 +112,8 @@ def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
         return dataclasses.replace(geom, tight=True, plane_multiple=params.vw)
     if _half_vector_rows(geom, params.vw):
         return dataclasses.replace(geom, plane_multiple=params.vw)  # every channel's plane starts aligned
-    return dataclasses.replace(geom, pitch=-(-(geom.w + 2 * geom.pad_w) // params.vw) * params.vw)
+    natural = geom.w + 2 * geom.pad_w if geom.stride == 1 else geom.wph  # stride 2: a phase row
+    return dataclasses.replace(geom, pitch=-(-natural // params.vw) * params.vw)
 
 
 def tight_rows(geom: ConvGeometry, vw: int, r: int | None = None) -> bool:
@@ -163,7 +164,7 @@ def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
     padded = geom.w + 2 * geom.pad_w
     waste = 1.2 if vw <= 8 else 2.0
     if geom.stride == 2:
-        return group == 1 and tight_rows(geom, vw)
+        return group == 1 and geom.kw == 3 and (tight_rows(geom, vw) or -(-geom.wph // vw) * vw <= waste * geom.wph)
     return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and \
         (tight_rows(geom, vw) or _half_vector_rows(geom, vw) or -(-padded // vw) * vw <= waste * padded)
 

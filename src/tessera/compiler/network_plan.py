@@ -544,7 +544,7 @@ class _Planner:
             raise Unsupported(f"{node.target}: tile overhang larger than the buffer slack")
         i = len(self.scratch)
         self.scratch.append(r.scratch_floats)
-        if kp.shift and geom.stride == 2 and r.scratch_floats and (1, 0) in r.prep_phases:
+        if kp.shift and r.g.tight and geom.stride == 2 and r.scratch_floats and (1, 0) in r.prep_phases:
             self.subsamples[xb.index] = (i, r.g.plane, 2 * r.g.phase_stride, r.g.wph)
         y = self._new_buf(node, True)
         res = self._padded_input(node.args[1]) if m.residual else None

@@ -10,7 +10,7 @@ loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers a
 
 from __future__ import annotations
 
-from tessera.compiler.activations import c_scalar, c_vector
+from tessera.compiler.activations import c_even_lanes, c_scalar, c_vector
 
 
 def _cols(wo: int, w: int, stride: int, pad: int, v: int) -> tuple[int, int]:
@@ -66,15 +66,11 @@ def grouped_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], grou
     }}"""
 
 
-def _evens(vw: int) -> str:
-    return "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
-
-
 def _row_load(x, col: str, v: int, sw: int, pw: int, vw: int) -> str:
     """A vector of ``vw`` output columns' inputs for tap column ``v`` (``col``: the C expression of the first
     output column; row ``iy``): one load, or at stride 2 two loads and a shuffle that keeps the even lanes."""
     ptr = f"&{x.at('c', 'iy', f'({col}) * {sw} + {v - pw}')}"
-    return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {_evens(vw)})"
+    return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {c_even_lanes(vw)})"
 
 
 def _partial_store(y, jc: str, wo: int, vw: int, value: str) -> str:
