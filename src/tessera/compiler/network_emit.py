@@ -25,6 +25,7 @@ from tessera.compiler.network_plan import (
     PixelActivation,
     PlanarBlocks,
     PlanarCopy,
+    PointwiseDepthwise,
     Pool,
     SparseConv,
     WindowConv,
@@ -186,6 +187,28 @@ class _Emitter:
         bias = f"((const float *){param(op.bias)})[c]" if op.bias is not None else "0.f"
         return self.loop(family_of(op.params).render(op, wt, bias), rows=True)
 
+    def pointwise_depthwise(self, op: PointwiseDepthwise, node: str) -> str:
+        """Each thread zeroes its plane's borders once; then per channel, the 1x1 conv into the plane and the
+        depthwise conv's rows from it."""
+        vw, dw, origin = self.plan.target.vector_width, op.dw, op.dw.x.layout.origin
+        vals, cols, rp, bias = op.arrays
+        pointwise = window_ops.pointwise_plane(
+            f"({op.x.expr} + {origin})", op.x.layout.plane, f"(P_ + {origin})", f"((const float *){param(vals)})",
+            f"({_i32(cols)})", f"({_i32(rp)})", f"((const float *){param(bias)})[ch]", f"({_i32(op.mask)})", op.span,
+            op.act, vw, "ch")
+        wt = f"(const float *){param(dw.weight)}"
+        dbias = f"((const float *){param(dw.bias)})[c]" if dw.bias is not None else "0.f"
+        depthwise = window_ops.depthwise_conv(dw.x, dw.y, dw.res, wt, dbias, dw.shape, dw.stride, dw.padding, dw.act,
+                                              vw, dw.params.r, channel="ch")
+        end = origin + op.span
+        return f"""{{ float P_[{op.floats}] __attribute__((aligned(64)));
+    memset(P_, 0, sizeof(float) * {origin}); memset(P_ + {end}, 0, sizeof(float) * {op.floats - end});
+    """ + self.loop(f"""
+    for (int ch = 0; ch < {dw.shape[0]}; ch++) {{
+        {pointwise}
+        {depthwise.strip()}
+    }}""") + " }"
+
     def pool(self, op: Pool, node: str) -> str:
         if op.kind == "max":
             return self.loop(window_ops.max_pool(op.x, op.y, op.kernel, op.stride, op.padding,
@@ -276,7 +299,8 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
 
 _METHOD = {InputCopy: "input_copy", SparseConv: "sparse_conv", PlanarCopy: "planar_copy",
            PlanarBlocks: "planar_blocks", BlockMatvec: "block_matvec", Linear: "linear", WindowConv: "window_conv",
-           Pool: "pool", AdaptiveMean: "adaptive_mean", Flatten: "flatten", Gate: "gate",
+           PointwiseDepthwise: "pointwise_depthwise", Pool: "pool", AdaptiveMean: "adaptive_mean", Flatten: "flatten",
+           Gate: "gate",
            PixelActivation: "pixel_activation", Elementwise: "elementwise", OutputCopy: "output_copy"}
 
 

@@ -42,6 +42,7 @@ from tessera.compiler.geometry import (
 from tessera.compiler.graph import ADD_FUNCS, MUL_FUNCS, FusedConv, FusedLinear
 from tessera.compiler.kernel import kernel_arrays
 from tessera.compiler.kernels import conv_candidates, get_family, list_families
+from tessera.compiler.kernels.depthwise import DepthwiseParams
 from tessera.compiler.kernels.pattern_loops import PatternLoopsParams
 from tessera.compiler.kernels.shifted import ShiftedParams
 from tessera.compiler.kernels.unaligned_block import BlockParams
@@ -92,6 +93,16 @@ class Buffer:
 def param(i: int) -> str:
     """C expression of entry ``i`` of the parameter table ``P``."""
     return f"P[{i}]"
+
+
+PLANE_FLOATS = 64 * 1024  # the largest plane a thread keeps on its stack for PointwiseDepthwise (256 KB)
+FUSE_BYTES = 2 << 20  # a 1x1 conv's output larger than this goes into its depthwise reader plane by plane
+
+
+def _plane_floats(lay: Layout, h: int, vw: int) -> int:
+    """Floats of a thread's plane: the layout's rows and, past them, room for the unrolled 1x1 conv's last
+    vectors and the depthwise conv's loads past the last row (stride 2: two vectors a chunk)."""
+    return -(-(lay.origin + h * lay.pitch + lay.pitch + 16 * vw) // vw) * vw
 
 
 # -- the steps: one C statement each, in execution order ---------------------------------------------------------
@@ -197,6 +208,31 @@ class WindowConv:
     padding: tuple[int, int]
     act: str | bool
     params: KernelParams
+
+
+@dataclass(frozen=True)
+class ThreadPlane(Buffer):
+    """One channel's plane in an array ``P_`` on each thread's stack (see :class:`PointwiseDepthwise`), addressed
+    like a padded buffer's plane whatever the channel."""
+
+    @property
+    def expr(self) -> str:
+        return "P_"
+
+
+@dataclass(frozen=True)
+class PointwiseDepthwise:
+    """A sparse 1x1 conv and the depthwise conv that alone reads it, channel by channel: the 1x1 conv's channel
+    goes into a plane of the thread's own, in cache, and the depthwise conv reads it there, so the expanded
+    activation (MobileNetV2's 6x at 112x112: 4.8 MB) is never written to memory."""
+
+    x: Buffer  # the 1x1 conv's input
+    floats: int  # of the thread's plane
+    span: int  # floats of the plane the 1x1 conv writes (from the layout's origin; whole unrolled vectors)
+    arrays: tuple[int, int, int, int]  # the 1x1 conv's row-wise kept weights: values, columns, row pointers; bias
+    mask: int  # int32 lanes of the span: -1 at pixels, 0 at the layout's zero columns and past the last row
+    act: str | bool  # the 1x1 conv's
+    dw: WindowConv  # reading the thread's plane (a ThreadPlane)
 
 
 @dataclass(frozen=True)
@@ -390,6 +426,7 @@ class _Planner:
         # input buffer -> (scratch, channel stride, offset, row pitch) of its stride-2 subsample x[2a][2b], copied
         # as the (odd padded row, even column) phase plane by a stride-2 shifted conv that reads that buffer
         self.subsamples: dict[int, tuple[int, int, int, int]] = {}
+        self.deferred: dict[fx.Node, FusedConv] = {}  # 1x1 convs planned inside their depthwise reader
 
     @property
     def sync(self) -> str:
@@ -529,6 +566,8 @@ class _Planner:
             return self._linear(node, m)
         if m.groups != 1:
             return self._grouped(node, m)
+        if self._defer_pointwise(node, m):
+            return
         if self._planar_blocks(node, m):
             return
         packed, geom, kp = self._conv_plan(node, m)
@@ -619,9 +658,66 @@ class _Planner:
         wp = self._param(m.weight.detach().float().reshape(cout, cin))
         self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, wp, None))
 
+    def _defer_pointwise(self, node: fx.Node, m: FusedConv) -> bool:
+        """A stride-1 1x1 conv whose only reader is a depthwise conv over its channels, on a padded input small
+        enough for a plane on each thread's stack, and whose output is larger than a core's cache (FUSE_BYTES):
+        planned inside that conv (:class:`PointwiseDepthwise`). Smaller outputs stay in cache between the two
+        convs anyway, and the block kernel reuses each input load for N rows where a plane at a time cannot. Its
+        value is an alias of its input meanwhile, so the input lives until the depthwise conv has run."""
+        users = list(node.users)
+        if tuple(m.weight.shape[2:]) != (1, 1) or tuple(m.stride) != (1, 1) or tuple(m.padding) != (0, 0) or \
+                m.residual or m.in_shape is None or len(users) != 1 or users[0].op != "call_module":
+            return False
+        dw = self.modules.get(users[0].target)
+        if not isinstance(dw, FusedConv) or isinstance(dw, FusedLinear) or users[0].args[0] is not node or \
+                tuple(dw.dilation) != (1, 1) or isinstance(dw.padding, str) or \
+                dw.groups != m.weight.shape[0] or tuple(dw.weight.shape[:2]) != (dw.groups, 1):
+            return False
+        xb = self._padded_input(node.args[0])
+        _, h, w = xb.shape
+        lay = padded_layout(h, w)
+        if 4 * m.weight.shape[0] * lay.plane <= FUSE_BYTES:
+            return False
+        if xb.layout != lay or _plane_floats(lay, h, self.vw) > PLANE_FLOATS or \
+                not get_family(DepthwiseParams.family).applies(tuple(dw.weight.shape), dw.groups, tuple(dw.stride),
+                                                               tuple(dw.padding), lay):
+            return False
+        self.deferred[node] = m
+        self._hold(node, xb)
+        return True
+
+    def _pointwise_depthwise(self, node: fx.Node, m: FusedConv, pw: FusedConv) -> None:
+        x = self.where[node.args[0]]
+        _, h, w = x.shape
+        lay = padded_layout(h, w)
+        span = -(-h * lay.pitch // (4 * self.vw)) * 4 * self.vw
+        mask = [-1 if p < h * lay.pitch and p % lay.pitch < w else 0 for p in range(span)]
+        wt2 = pw.weight.detach().float()[:, :, 0, 0]
+        rows, cols = torch.nonzero(wt2, as_tuple=True)
+        row_ptr = torch.zeros(wt2.shape[0] + 1, dtype=torch.int32)
+        row_ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=wt2.shape[0]), 0)
+        bias2 = pw.bias.detach().float() if pw.bias is not None else torch.zeros(wt2.shape[0])
+        arrays = (self._param(wt2[rows, cols].contiguous()), self._param(cols.to(torch.int32)),
+                  self._param(row_ptr), self._param(bias2))
+        plane = ThreadPlane(_plane_floats(lay, h, self.vw), (wt2.shape[0], h, w), True, -1,
+                            Layout(0, lay.origin, lay.pitch))
+        res = self._padded_input(node.args[1]) if m.residual else None
+        y = self._new_buf(node, True)
+        wt = self._param(m.weight.detach().float())
+        bias = self._param(m.bias.detach().float()) if m.bias is not None else None
+        kp = self.params_for.get(node.target)
+        kp = kp if isinstance(kp, DepthwiseParams) and kp.vw == self.vw else \
+            get_family(DepthwiseParams.family).candidates(self.vw)[0]
+        dw = WindowConv(plane, y, res, wt, bias, tuple(m.weight.shape), m.groups, tuple(m.stride), tuple(m.padding),
+                        m.act, kp)
+        self._step(node, PointwiseDepthwise(x, plane.floats, span, arrays, self._param(torch.tensor(
+            mask, dtype=torch.int32)), pw.act, dw))
+
     def _grouped(self, node: fx.Node, m: FusedConv) -> None:
         if tuple(m.dilation) != (1, 1) or isinstance(m.padding, str):
             raise Unsupported(f"{node.target}: grouped conv with dilation or string padding")
+        if node.args[0] in self.deferred:
+            return self._pointwise_depthwise(node, m, self.deferred.pop(node.args[0]))
         x = self._padded_input(node.args[0])
         res = self._padded_input(node.args[1]) if m.residual else None
         y = self._new_buf(node, True)

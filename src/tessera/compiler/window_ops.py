@@ -91,12 +91,13 @@ def _chunk_plan(wo: int, vw: int, masks) -> tuple[list[int], list[int], int, int
 
 
 def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
-                   vw: int, chunks: int = 4) -> str:
+                   vw: int, chunks: int = 4, channel: str | None = None) -> str:
     """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
     row), chunks of ``vw`` output columns held in registers across all taps (up to ``chunks`` at once in the
     middle of the row; stride 2: two loads and a shuffle keep the even lanes). A chunk at a border ANDs each tap's
     load with a constant lane mask where the tap reads outside the image (pad columns the layout keeps zero need
-    none); lanes past the row's end are computed and not stored, so no column runs scalar."""
+    none); lanes past the row's end are computed and not stored, so no column runs scalar. ``channel``: the C
+    expression of one channel, whose rows alone the loop runs (``x`` then holds that channel's plane)."""
     cout, _, kh, kw = shape
     _, ho, wo = y.shape
     h, w = x.shape[1:]
@@ -160,9 +161,10 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
             parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, True)}")
     parts += [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc >= hi]
     body = "\n        ".join(parts)
+    head = f"for (int i = 0; i < {ho}; i++) {{\n        const int c = {channel};" if channel is not None else \
+        f"for (int q = 0; q < {cout * ho}; q++) {{\n        const int c = q / {ho}, i = q - c * {ho};"
     return f"""
-    for (int q = 0; q < {cout * ho}; q++) {{
-        const int c = q / {ho}, i = q - c * {ho};
+    {head}
         const float bc = {bias};
         const float *wt = {weight} + (long)c * {kh * kw};
         const vf z = {{0}};
@@ -324,3 +326,23 @@ def pool_geometry(kernel, stride, padding) -> tuple[tuple[int, int], tuple[int, 
     s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
     return k, s, pair(padding)
 
+
+
+def pointwise_plane(src: str, ldx: int, dst: str, vals: str, cols: str, row_ptr: str, bias: str, mask: str,
+                    span: int, act: str, vw: int, channel: str, unroll: int = 4) -> str:
+    """Channel ``channel`` (a C expression) of a sparse 1x1 conv into one plane at ``dst``: over ``span`` floats
+    (a multiple of ``unroll`` vectors), the bias plus every kept weight of its row (CSR: ``row_ptr``, ``cols``,
+    ``vals``) times its input plane (``src`` + col * ``ldx``), the activation, and the int32 lane ``mask`` (0 where
+    a float of the layout is not a pixel: it stays zero). ``unroll`` vectors at once: independent accumulators."""
+    accs = " ".join(f"vf a{u} = z + bc;" for u in range(unroll))
+    fmas = " ".join(f"a{u} += wv * ld(s + p + {u * vw});" for u in range(unroll))
+    stores = " ".join(f"st({dst} + p + {u * vw}, (vf)((vi)({c_vector(act, f'a{u}')}) & "
+                      f"*(const vi *)({mask} + p + {u * vw})));" for u in range(unroll))
+    return f"""{{ const float bc = {bias}; const int32_t k0 = {row_ptr}[{channel}], k1 = {row_ptr}[{channel} + 1];
+        const vf z = {{0}};
+        for (long p = 0; p < {span}; p += {unroll * vw}) {{
+            {accs}
+            for (int32_t k = k0; k < k1; k++) {{
+                const float wv = {vals}[k]; const float *s = {src} + (long){cols}[k] * {ldx}; {fmas} }}
+            {stores}
+        }} }}"""
