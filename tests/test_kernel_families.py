@@ -219,12 +219,12 @@ class _Inverted(nn.Module):
     ``stride``) with ReLU6, a 1x1 projection; ``tap``: the expansion is also read by a second node, so it cannot
     run inside the depthwise conv."""
 
-    def __init__(self, act: nn.Module, k: int, stride: int, tap: bool = False):
+    def __init__(self, act: nn.Module, k: int, stride: int, tap: bool = False, width: int = 24):
         super().__init__()
-        self.expand = nn.Conv2d(8, 24, 1)
-        self.dw = nn.Conv2d(24, 24, k, stride, k // 2, groups=24)
-        self.project = nn.Conv2d(24, 8, 1)
-        self.gate = nn.Conv2d(24, 8, 1)
+        self.expand = nn.Conv2d(8, width, 1)
+        self.dw = nn.Conv2d(width, width, k, stride, k // 2, groups=width)
+        self.project = nn.Conv2d(width, 8, 1)
+        self.gate = nn.Conv2d(width, 8, 1)
         self.act, self.tap = act, tap
         with torch.no_grad():  # a sparse expansion, as the deployment targets leave it
             self.expand.weight *= (torch.rand(self.expand.weight.shape) < 0.3).float()
@@ -236,18 +236,20 @@ class _Inverted(nn.Module):
 
 
 @pytest.mark.parametrize("target", TARGETS_HERE, ids=[t.name + ("-host" if t.native else "") for t in TARGETS_HERE])
-@pytest.mark.parametrize("act,k,stride,hw", [(nn.ReLU6(), 3, 1, (13, 11)), (nn.SiLU(), 3, 2, (16, 18)),
-                                             (nn.Sigmoid(), 5, 2, (9, 12)), (nn.Hardswish(), 5, 1, (20, 7))])
-def test_pointwise_runs_inside_its_depthwise_reader_and_matches_torch(monkeypatch, target, act, k, stride, hw):
-    """With the size rule lifted (FUSE_BYTES 0), the expansion runs channel by channel inside the depthwise conv
-    (its plane's zero columns stay zero under sigmoid, whose f(0) is not 0); read by a second node it runs alone."""
+@pytest.mark.parametrize("act,k,stride,hw,width", [
+    (nn.ReLU6(), 3, 1, (13, 11), 24), (nn.SiLU(), 3, 2, (16, 18), 24), (nn.Sigmoid(), 5, 2, (9, 12), 22),
+    (nn.Hardswish(), 5, 1, (20, 7), 5)])
+def test_pointwise_runs_inside_its_depthwise_reader_and_matches_torch(monkeypatch, target, act, k, stride, hw, width):
+    """With the size rule lifted (FUSE_BYTES 0), the expansion runs inside the depthwise conv a group of channels
+    at a time (the last group partial with 22 and 5 channels; the planes' zero columns stay zero under sigmoid,
+    whose f(0) is not 0); read by a second node it runs alone."""
     import tessera.compiler.network_plan as network_plan
     from tessera.compiler.network_plan import PointwiseDepthwise
 
     monkeypatch.setattr(network_plan, "FUSE_BYTES", 0)
     for tap in (False, True):
         torch.manual_seed(2)
-        m = _Inverted(act, k, stride, tap).eval()
+        m = _Inverted(act, k, stride, tap, width).eval()
         x = torch.randn(3, 8, *hw)
         gm = fuse(trace(m, x[:1]))
         plan = plan_network(gm, {}, target, 2)

@@ -13,6 +13,7 @@ from tessera.compiler.activations import c_scalar
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.kernels import family_of
 from tessera.compiler.network_plan import (
+    PLANES,
     AdaptiveMean,
     BlockMatvec,
     Elementwise,
@@ -188,25 +189,29 @@ class _Emitter:
         return self.loop(family_of(op.params).render(op, wt, bias), rows=True)
 
     def pointwise_depthwise(self, op: PointwiseDepthwise, node: str) -> str:
-        """Each thread zeroes its plane's borders once; then per channel, the 1x1 conv into the plane and the
-        depthwise conv's rows from it."""
-        vw, dw, origin = self.plan.target.vector_width, op.dw, op.dw.x.layout.origin
-        vals, cols, rp, bias = op.arrays
-        pointwise = window_ops.pointwise_plane(
-            f"({op.x.expr} + {origin})", op.x.layout.plane, f"(P_ + {origin})", f"((const float *){param(vals)})",
-            f"({_i32(cols)})", f"({_i32(rp)})", f"((const float *){param(bias)})[ch]", f"({_i32(op.mask)})", op.span,
-            op.act, vw, "ch")
+        """Each thread zeroes its planes' borders once; then per group of PLANES channels, the 1x1 conv into the
+        planes and the depthwise conv's rows of each channel from its plane."""
+        vw, dw, origin, n = self.plan.target.vector_width, op.dw, op.dw.x.layout.origin, PLANES
+        vals, cols, gp, bias = op.arrays
+        pointwise = window_ops.pointwise_planes(
+            f"({op.x.expr} + {origin})", op.x.layout.plane, f"(P_ + {origin})", op.floats,
+            f"((const float *){param(vals)})", f"({_i32(cols)})", f"({_i32(gp)})", f"((const float *){param(bias)})",
+            f"({_i32(op.mask)})", op.span, op.act, vw, "g", n, op.unroll)
         wt = f"(const float *){param(dw.weight)}"
         dbias = f"((const float *){param(dw.bias)})[c]" if dw.bias is not None else "0.f"
         depthwise = window_ops.depthwise_conv(dw.x, dw.y, dw.res, wt, dbias, dw.shape, dw.stride, dw.padding, dw.act,
                                               vw, dw.params.r, channel="ch")
-        end = origin + op.span
-        return f"""{{ float P_[{op.floats}] __attribute__((aligned(64)));
-    memset(P_, 0, sizeof(float) * {origin}); memset(P_ + {end}, 0, sizeof(float) * {op.floats - end});
+        end, cout = origin + op.span, dw.shape[0]
+        return f"""{{ float P_[{n * op.floats}] __attribute__((aligned(64)));
+    for (int l = 0; l < {n}; l++) {{ memset(P_ + l * {op.floats}, 0, sizeof(float) * {origin});
+        memset(P_ + l * {op.floats} + {end}, 0, sizeof(float) * {op.floats - end}); }}
     """ + self.loop(f"""
-    for (int ch = 0; ch < {dw.shape[0]}; ch++) {{
+    for (int g = 0; g < {-(-cout // n)}; g++) {{
         {pointwise}
+        for (int l = 0; l < {n} && g * {n} + l < {cout}; l++) {{
+        const int ch = g * {n} + l; const float *Q_ = P_ + l * {op.floats};
         {depthwise.strip()}
+        }}
     }}""") + " }"
 
     def pool(self, op: Pool, node: str) -> str:

@@ -95,8 +95,9 @@ def param(i: int) -> str:
     return f"P[{i}]"
 
 
-PLANE_FLOATS = 64 * 1024  # the largest plane a thread keeps on its stack for PointwiseDepthwise (256 KB)
-FUSE_BYTES = 2 << 20  # a 1x1 conv's output larger than this goes into its depthwise reader plane by plane
+PLANE_FLOATS = 64 * 1024  # the most floats of planes a thread keeps on its stack for PointwiseDepthwise (256 KB)
+PLANES = 4  # channels of a PointwiseDepthwise work item
+FUSE_BYTES = 1 << 20  # a 1x1 conv's output larger than this goes into its depthwise reader (see _defer_pointwise)
 
 
 def _plane_floats(lay: Layout, h: int, vw: int) -> int:
@@ -212,24 +213,27 @@ class WindowConv:
 
 @dataclass(frozen=True)
 class ThreadPlane(Buffer):
-    """One channel's plane in an array ``P_`` on each thread's stack (see :class:`PointwiseDepthwise`), addressed
+    """One channel's plane ``Q_`` in an array on each thread's stack (see :class:`PointwiseDepthwise`), addressed
     like a padded buffer's plane whatever the channel."""
 
     @property
     def expr(self) -> str:
-        return "P_"
+        return "Q_"
 
 
 @dataclass(frozen=True)
 class PointwiseDepthwise:
     """A sparse 1x1 conv and the depthwise conv that alone reads it, channel by channel: the 1x1 conv's channel
     goes into a plane of the thread's own, in cache, and the depthwise conv reads it there, so the expanded
-    activation (MobileNetV2's 6x at 112x112: 4.8 MB) is never written to memory."""
+    activation (MobileNetV2's 6x at 112x112: 4.8 MB) is never written to memory. PLANES channels at a time,
+    so that each input load of the 1x1 conv feeds PLANES multiply-adds, as a block of the block kernel does."""
 
     x: Buffer  # the 1x1 conv's input
-    floats: int  # of the thread's plane
-    span: int  # floats of the plane the 1x1 conv writes (from the layout's origin; whole unrolled vectors)
-    arrays: tuple[int, int, int, int]  # the 1x1 conv's row-wise kept weights: values, columns, row pointers; bias
+    floats: int  # of one of the thread's PLANES planes
+    span: int  # floats of a plane the 1x1 conv writes (from the layout's origin; whole unrolled vectors)
+    unroll: int  # vectors of a plane the 1x1 conv holds at once
+    arrays: tuple[int, int, int, int]  # per group of PLANES channels, the inputs any of them keeps (pointers and
+    # columns) with the PLANES weights of each (0 where a channel lacks it); the bias
     mask: int  # int32 lanes of the span: -1 at pixels, 0 at the layout's zero columns and past the last row
     act: str | bool  # the 1x1 conv's
     dw: WindowConv  # reading the thread's plane (a ThreadPlane)
@@ -660,10 +664,10 @@ class _Planner:
 
     def _defer_pointwise(self, node: fx.Node, m: FusedConv) -> bool:
         """A stride-1 1x1 conv whose only reader is a depthwise conv over its channels, on a padded input small
-        enough for a plane on each thread's stack, and whose output is larger than a core's cache (FUSE_BYTES):
-        planned inside that conv (:class:`PointwiseDepthwise`). Smaller outputs stay in cache between the two
-        convs anyway, and the block kernel reuses each input load for N rows where a plane at a time cannot. Its
-        value is an alias of its input meanwhile, so the input lives until the depthwise conv has run."""
+        enough for PLANES planes on each thread's stack, and whose output is larger than a core's cache
+        (FUSE_BYTES): planned inside that conv (:class:`PointwiseDepthwise`). Smaller outputs stay in cache between
+        the two convs anyway (fusing those too measured slower on Zen 5). Its value is an alias of its input
+        meanwhile, so the input lives until the depthwise conv has run."""
         users = list(node.users)
         if tuple(m.weight.shape[2:]) != (1, 1) or tuple(m.stride) != (1, 1) or tuple(m.padding) != (0, 0) or \
                 m.residual or m.in_shape is None or len(users) != 1 or users[0].op != "call_module":
@@ -678,7 +682,7 @@ class _Planner:
         lay = padded_layout(h, w)
         if 4 * m.weight.shape[0] * lay.plane <= FUSE_BYTES:
             return False
-        if xb.layout != lay or _plane_floats(lay, h, self.vw) > PLANE_FLOATS or \
+        if xb.layout != lay or PLANES * _plane_floats(lay, h, self.vw) > PLANE_FLOATS or \
                 not get_family(DepthwiseParams.family).applies(tuple(dw.weight.shape), dw.groups, tuple(dw.stride),
                                                                tuple(dw.padding), lay):
             return False
@@ -690,17 +694,24 @@ class _Planner:
         x = self.where[node.args[0]]
         _, h, w = x.shape
         lay = padded_layout(h, w)
-        span = -(-h * lay.pitch // (4 * self.vw)) * 4 * self.vw
+        unroll = 4 if self.registers >= 32 else 2  # PLANES x unroll accumulators, unroll loads
+        span = -(-h * lay.pitch // (unroll * self.vw)) * unroll * self.vw
         mask = [-1 if p < h * lay.pitch and p % lay.pitch < w else 0 for p in range(span)]
         wt2 = pw.weight.detach().float()[:, :, 0, 0]
-        rows, cols = torch.nonzero(wt2, as_tuple=True)
-        row_ptr = torch.zeros(wt2.shape[0] + 1, dtype=torch.int32)
-        row_ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=wt2.shape[0]), 0)
-        bias2 = pw.bias.detach().float() if pw.bias is not None else torch.zeros(wt2.shape[0])
-        arrays = (self._param(wt2[rows, cols].contiguous()), self._param(cols.to(torch.int32)),
-                  self._param(row_ptr), self._param(bias2))
-        plane = ThreadPlane(_plane_floats(lay, h, self.vw), (wt2.shape[0], h, w), True, -1,
-                            Layout(0, lay.origin, lay.pitch))
+        cout, cin = wt2.shape
+        groups = -(-cout // PLANES)
+        padded = torch.zeros(groups * PLANES, cin)
+        padded[:cout] = wt2
+        per_group = padded.reshape(groups, PLANES, cin)
+        g_idx, cols = torch.nonzero((per_group != 0).any(1), as_tuple=True)  # each group's inputs, ascending
+        group_ptr = torch.zeros(groups + 1, dtype=torch.int32)
+        group_ptr[1:] = torch.cumsum(torch.bincount(g_idx, minlength=groups), 0)
+        vals = per_group[g_idx, :, cols].contiguous()  # (kept inputs, PLANES): zero where a channel lacks one
+        bias2 = torch.zeros(groups * PLANES)
+        if pw.bias is not None:
+            bias2[:cout] = pw.bias.detach().float()
+        arrays = (self._param(vals), self._param(cols.to(torch.int32)), self._param(group_ptr), self._param(bias2))
+        plane = ThreadPlane(_plane_floats(lay, h, self.vw), (cout, h, w), True, -1, Layout(0, lay.origin, lay.pitch))
         res = self._padded_input(node.args[1]) if m.residual else None
         y = self._new_buf(node, True)
         wt = self._param(m.weight.detach().float())
@@ -710,7 +721,7 @@ class _Planner:
             get_family(DepthwiseParams.family).candidates(self.vw)[0]
         dw = WindowConv(plane, y, res, wt, bias, tuple(m.weight.shape), m.groups, tuple(m.stride), tuple(m.padding),
                         m.act, kp)
-        self._step(node, PointwiseDepthwise(x, plane.floats, span, arrays, self._param(torch.tensor(
+        self._step(node, PointwiseDepthwise(x, plane.floats, span, unroll, arrays, self._param(torch.tensor(
             mask, dtype=torch.int32)), pw.act, dw))
 
     def _grouped(self, node: fx.Node, m: FusedConv) -> None:

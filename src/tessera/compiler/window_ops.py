@@ -328,21 +328,30 @@ def pool_geometry(kernel, stride, padding) -> tuple[tuple[int, int], tuple[int, 
 
 
 
-def pointwise_plane(src: str, ldx: int, dst: str, vals: str, cols: str, row_ptr: str, bias: str, mask: str,
-                    span: int, act: str, vw: int, channel: str, unroll: int = 4) -> str:
-    """Channel ``channel`` (a C expression) of a sparse 1x1 conv into one plane at ``dst``: over ``span`` floats
-    (a multiple of ``unroll`` vectors), the bias plus every kept weight of its row (CSR: ``row_ptr``, ``cols``,
-    ``vals``) times its input plane (``src`` + col * ``ldx``), the activation, and the int32 lane ``mask`` (0 where
-    a float of the layout is not a pixel: it stays zero). ``unroll`` vectors at once: independent accumulators."""
-    accs = " ".join(f"vf a{u} = z + bc;" for u in range(unroll))
-    fmas = " ".join(f"a{u} += wv * ld(s + p + {u * vw});" for u in range(unroll))
-    stores = " ".join(f"st({dst} + p + {u * vw}, (vf)((vi)({c_vector(act, f'a{u}')}) & "
-                      f"*(const vi *)({mask} + p + {u * vw})));" for u in range(unroll))
-    return f"""{{ const float bc = {bias}; const int32_t k0 = {row_ptr}[{channel}], k1 = {row_ptr}[{channel} + 1];
+def pointwise_planes(src: str, ldx: int, dst: str, pitch: int, vals: str, cols: str, group_ptr: str, bias: str,
+                     mask: str, span: int, act: str, vw: int, group: str, planes: int, unroll: int) -> str:
+    """Channels ``group`` * ``planes`` ... + ``planes`` - 1 of a sparse 1x1 conv into ``planes`` planes at
+    ``dst`` (``pitch`` floats apart), over ``span`` floats (whole ``unroll`` vectors): the bias, plus for every
+    input any of them keeps (``group_ptr``, ``cols``) its plane (``src`` + col * ``ldx``) times each channel's weight
+    (``vals``, ``planes`` a kept input; 0 where a channel lacks it), the activation, and the int32 lane ``mask`` (0
+    where a float of the layout is not a pixel: it stays zero). One input load feeds ``planes`` multiply-adds."""
+    accs = " ".join(f"vf a{c}_{u} = z + bias_[{c}];" for c in range(planes) for u in range(unroll))
+    loads = " ".join(f"const vf x{u} = ld(s + {u * vw});" for u in range(unroll))
+    fmas = " ".join(f"{{ const float wv = w_[{c}]; " + " ".join(f"a{c}_{u} += wv * x{u};" for u in range(unroll))
+                    + " }" for c in range(planes))
+    stores = " ".join(f"st({dst} + {c * pitch} + p + {u * vw}, (vf)((vi)({c_vector(act, f'a{c}_{u}')}) & m{u}));"
+                      for c in range(planes) for u in range(unroll))
+    masks = " ".join(f"const vi m{u} = *(const vi *)({mask} + p + {u * vw});" for u in range(unroll))
+    return f"""{{ const int32_t k0 = {group_ptr}[{group}], k1 = {group_ptr}[{group} + 1];
+        const float *bias_ = {bias} + (long){group} * {planes};
         const vf z = {{0}};
         for (long p = 0; p < {span}; p += {unroll * vw}) {{
             {accs}
             for (int32_t k = k0; k < k1; k++) {{
-                const float wv = {vals}[k]; const float *s = {src} + (long){cols}[k] * {ldx}; {fmas} }}
+                const float *s = {src} + (long){cols}[k] * {ldx} + p; const float *w_ = {vals} + (long)k * {planes};
+                {loads}
+                {fmas}
+            }}
+            {masks}
             {stores}
         }} }}"""
