@@ -73,7 +73,7 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(STEMS))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--no-tune", action="store_true")
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--rounds", type=int, default=11)
     ap.add_argument("--warm-cache", action="store_true", help="keep the user's kernel cache (cold compile not cold)")
     ap.add_argument("--render-only", action="store_true", help="rewrite RESULTS.md from results/real_networks.json")
     args = ap.parse_args()
@@ -102,7 +102,7 @@ def main() -> None:
                 ref = m(x)
                 err = float((cm(x) - ref).norm() / ref.norm())
                 t = interleaved({"torch": lambda m=m, x=x: m(x), "ort": ort_session(m, x, threads, model_onnx),
-                                 "tessera": lambda cm=cm, x=x: cm(x)}, args.rounds, 5)
+                                 "tessera": lambda cm=cm, x=x: cm(x)}, args.rounds, 15)
             others = other_runtimes(model_onnx, x, ref, threads, args.rounds)
             torch_nodes = cm.torch_nodes()
             rows.append({"model": name, "threads": threads, "rel_err": err, "compile_s": compile_s,
