@@ -28,6 +28,11 @@ MUL_FUNCS = {operator.mul, operator.imul, torch.mul}
 _CHECKS = {torch._assert, *(f for f in (getattr(torch, "_check", None),) if f is not None)}
 
 
+def _own_copy(t: torch.Tensor, shared: set[int]) -> torch.Tensor:
+    t = t.detach()
+    return t.clone() if t.data_ptr() in shared else t
+
+
 class FusedConv(nn.Module):
     """conv (+ folded BN) (+ residual add) (+ ReLU); runs ``kernel`` when one is attached, else torch."""
 
@@ -36,8 +41,10 @@ class FusedConv(nn.Module):
         self.stride, self.padding = conv.stride, conv.padding
         self.dilation, self.groups = conv.dilation, conv.groups
         self.padding_mode = conv.padding_mode
-        self.weight = nn.Parameter(weight.detach().clone(), requires_grad=False)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        # a copy only of the conv's own tensors (a folded BN made new ones): the model stays untouched
+        own = {t.data_ptr() for t in (conv.weight, conv.bias) if t is not None}
+        self.weight = nn.Parameter(_own_copy(weight, own), requires_grad=False)
+        self.bias = None if bias is None else nn.Parameter(_own_copy(bias, own), requires_grad=False)
         self.act = NONE  # an activation spec (tessera.compiler.activations)
         self.residual = False
         self.folded_bn = False
