@@ -168,3 +168,22 @@ def test_export_needs_the_whole_network(tmp_path):
     with pytest.raises(CompileError, match="whole network in one native function"):
         cm.export(tmp_path / "lib")
     assert not (tmp_path / "lib").exists()
+
+
+@pytest.mark.parametrize("way", ["portable", "aarch64-neon"])
+def test_export_of_a_pointwise_inside_its_depthwise_matches_torch(monkeypatch, way, tmp_path):
+    """The fused 1x1 + depthwise step (planes on each thread's stack) in an export: with its size rule lifted, every
+    MobileNetV2 expansion runs fused, built without OpenMP and for aarch64 under qemu."""
+    import tessera.compiler.network_plan as network_plan
+
+    monkeypatch.setattr(network_plan, "FUSE_BYTES", 0)
+    m, cm = _pruned("tv_mobilenet_v2", {"width": 0.35, "num_classes": 10}, r"features\.0\.0", 48)
+    target = get_target(way)
+    _tools_or_skip(target)
+    info = cm.export(tmp_path / "lib", target=target)
+    assert "float P_[" in (info.directory / "model.c").read_text()  # the threads' planes: the fused step is there
+    cmd = build_export(info.directory, target, opt="-O2", openmp=way != "portable")
+    x = torch.randn(3, *info.input_shape)
+    y, _ = run_export(cmd, x, info.output_shape)
+    with torch.no_grad():
+        assert rel_err(y, m(x)) <= 1e-5
