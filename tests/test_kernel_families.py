@@ -257,3 +257,44 @@ def test_pointwise_runs_inside_its_depthwise_reader_and_matches_torch(monkeypatc
         with torch.no_grad():
             got, want = NetworkKernel(plan, 2)(x), m(x)
         assert float((got - want).abs().max() / want.abs().max()) <= 1e-5, tap
+
+
+class _Excite(nn.Module):
+    """Squeeze-excitation's gate, then a block-sparse 1x1 conv (``dense``: a plain one); ``tap``: the gated
+    tensor is also read by a second node."""
+
+    def __init__(self, tap: bool = False, dense: bool = False):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(16, 4, 1), nn.Conv2d(4, 16, 1)
+        self.proj, self.side = nn.Conv2d(16, 12, 1), nn.Conv2d(16, 12, 1)
+        self.tap = tap
+        if not dense:
+            with torch.no_grad():  # 1x4 blocks down the output channels, about a third kept
+                keep = (torch.rand(3, 16) < 0.35).float().repeat_interleave(4, 0)
+                self.proj.weight *= keep[:, :, None, None]
+
+    def forward(self, x):
+        y = F.relu(self.conv(x))
+        z = y * torch.sigmoid(self.fc2(F.relu(self.fc1(y.mean((2, 3), keepdim=True)))))
+        out = self.proj(z)
+        return out + self.side(z) if self.tap else out
+
+
+@pytest.mark.parametrize("tap,dense", [(False, False), (True, False), (False, True)])
+def test_gate_folds_into_the_block_conv_that_reads_it(tap, dense):
+    """x * g read only by a block-sparse 1x1 conv: the conv scales its block values by g (ScaleBlocks) and the
+    gate makes no pass over the image; read elsewhere too, or by a dense conv, the gate runs as a step. Against
+    torch at 2 threads (the scaled values are written by both threads before either conv tile reads them)."""
+    import tessera.runtime
+    from tessera.compiler.network_plan import Gate, ScaleBlocks
+
+    torch.manual_seed(3)
+    m = _Excite(tap, dense).eval()
+    x = torch.randn(3, 8, 12, 10)
+    cm = tessera.runtime.compile(m, x[:1], threads=2, tune=False, network=True)
+    ops = {type(s.op) for s in cm.network.plan.steps}
+    assert (ScaleBlocks in ops, Gate in ops) == ((True, False) if not (tap or dense) else (False, True))
+    with torch.no_grad():
+        got, want = cm(x), m(x)
+    assert float((got - want).abs().max() / want.abs().max()) <= 1e-5

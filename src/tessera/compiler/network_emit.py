@@ -28,6 +28,7 @@ from tessera.compiler.network_plan import (
     PlanarCopy,
     PointwiseDepthwise,
     Pool,
+    ScaleBlocks,
     SparseConv,
     WindowConv,
     param,
@@ -130,8 +131,15 @@ class _Emitter:
                                                   op.ldx, op.ldy, op.length, self.sync, node in self.free_names)
         v, cols, rp, bias = op.arrays
         res = op.res.expr if op.res is not None else "0"
-        return self.function(body, f"({op.src}, {op.y.expr}, {res}, {_f(v)}, {_i32(cols)}, {_i32(rp)}, "
+        vals = f"(const float *)S[{op.scaled}]" if op.scaled is not None else _f(v)
+        return self.function(body, f"({op.src}, {op.y.expr}, {res}, {vals}, {_i32(cols)}, {_i32(rp)}, "
                                    f"{_f(bias)}, {_i32(op.mask)});")
+
+    def scale_blocks(self, op: ScaleBlocks, node: str) -> str:
+        return self.loop(f"""
+    for (long k = 0; k < {op.blocks}; k++) {{ const float s = {op.g.expr}[({_i32(op.cols)})[k]];
+        const float *v = {_f(op.values)} + k * {op.n}; float *d = (float *)S[{op.scratch}] + k * {op.n};
+        for (int l = 0; l < {op.n}; l++) d[l] = v[l] * s; }}""")
 
     def block_matvec(self, op: BlockMatvec, node: str) -> str:
         """Work items are bands of 64 rows, each summing the blocks that start in its band or up to N-1 rows
@@ -303,7 +311,8 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
 
 
 _METHOD = {InputCopy: "input_copy", SparseConv: "sparse_conv", PlanarCopy: "planar_copy",
-           PlanarBlocks: "planar_blocks", BlockMatvec: "block_matvec", Linear: "linear", WindowConv: "window_conv",
+           PlanarBlocks: "planar_blocks", ScaleBlocks: "scale_blocks", BlockMatvec: "block_matvec", Linear: "linear",
+           WindowConv: "window_conv",
            PointwiseDepthwise: "pointwise_depthwise", Pool: "pool", AdaptiveMean: "adaptive_mean", Flatten: "flatten",
            Gate: "gate",
            PixelActivation: "pixel_activation", Elementwise: "elementwise", OutputCopy: "output_copy"}

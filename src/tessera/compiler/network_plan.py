@@ -165,6 +165,20 @@ class PlanarBlocks:
     length: int
     arrays: tuple[int, ...]  # values, columns, row pointers, bias
     mask: int
+    scaled: int | None = None  # scratch holding the values scaled by a gate (ScaleBlocks), read instead
+
+
+@dataclass(frozen=True)
+class ScaleBlocks:
+    """A block-sparse 1x1 conv's values times a per-input-channel gate, into scratch: conv(x * g) is conv(x) with
+    every block of column c scaled by g[c], so squeeze-excitation's gate never makes a pass over the image."""
+
+    values: int
+    cols: int
+    g: Buffer
+    n: int
+    blocks: int
+    scratch: int
 
 
 @dataclass(frozen=True)
@@ -431,6 +445,8 @@ class _Planner:
         # as the (odd padded row, even column) phase plane by a stride-2 shifted conv that reads that buffer
         self.subsamples: dict[int, tuple[int, int, int, int]] = {}
         self.deferred: dict[fx.Node, FusedConv] = {}  # 1x1 convs planned inside their depthwise reader
+        self.gated: dict[fx.Node, Buffer] = {}  # gate multiplies folded into their block conv's weights
+        self.extra_reads: dict[fx.Node, frozenset[int]] = {}  # buffers a statement reads besides its args
 
     @property
     def sync(self) -> str:
@@ -472,6 +488,8 @@ class _Planner:
         """After ``node``'s statement: the buffers of its operands whose every holder (a node whose value lives
         there, aliases included) has no reader left go back to the pool. A network's activations then share a
         few buffers that stay in cache instead of one buffer per layer (ResNet-50: 100+ MB) streaming from DRAM."""
+        if node in self.gated:  # read by its conv's statement: released there (_fold_gate)
+            return
         self.done.add(node)
         for a in node.all_input_nodes:
             b = self.where.get(a)
@@ -601,27 +619,14 @@ class _Planner:
         planes line up (same origin and pitch), else (a strided conv, or other layouts) from a copy of its input
         pixels laid out like its output. False: the FKW path runs it (an output with a second copy, or planes
         smaller than the last tile)."""
-        blocks = getattr(m, "blocks", None)
-        if not isinstance(blocks, PackedBlocks) or tuple(m.weight.shape[2:]) != (1, 1) or \
-                m.stride[0] != m.stride[1] or tuple(m.padding) != (0, 0) or m.in_shape is None:
+        fit = self._planar_fit(node, m)
+        if fit is None:
             return False
+        blocks, kp, lout, length, span = fit
         xb = self._padded_input(node.args[0])
         _, ho, wo = _shape(node)
         lin = xb.layout or padded_layout(*xb.shape[1:])
-        lout = self.layouts.get(self._group(node)) or padded_layout(ho, wo)
-        if lout.copy:
-            return False
-        family = get_family(BlockParams.family)
-        ks = family.candidates(self.vw, blocks.n)
-        kp = self.params_for.get(node.target)
-        # (pattern-loop parameters: a block layer's decision in artifacts written before families had their own)
-        kp = BlockParams(kp.r, self.vw) if kp is not None and \
-            kp.family in (BlockParams.family, PatternLoopsParams.family) and kp.r in {k.r for k in ks} else ks[1]
-        tile = family.tile(blocks, kp, m.act, m.residual)
-        length = ho * lout.pitch
-        span = length // tile * tile + -(-(length % tile) // self.vw) * self.vw  # the last tile: whole vectors
-        if lout.origin + span > lout.plane + lout.origin or span - length > SLACK:
-            return False  # the last tile would reach the next plane's pixels
+        scaled = self._fold_gate(node.args[0], blocks)
         src, ldx = xb.expr, lin.plane
         if m.stride[0] != 1 or (lin.origin, lin.pitch) != (lout.origin, lout.pitch):
             k = len(self.scratch)
@@ -634,9 +639,48 @@ class _Planner:
         arrays = tuple(self._param(torch.from_numpy(a)) for a in (blocks.values, blocks.cols, blocks.row_ptr,
                                                                    blocks.bias))
         mk = self._param(torch.tensor(mask, dtype=torch.int32))
+        if scaled is not None:
+            g, k2 = scaled
+            self._step(node, ScaleBlocks(arrays[0], arrays[1], g, blocks.n, int(blocks.cols.size), k2))
+            self.extra_reads[node] = frozenset({g.index})
+            self._release(node.args[0])
         self._step(node, PlanarBlocks(blocks, kp, m.act, m.residual, src, y, res, lout.origin, ldx, lout.plane,
-                                      length, arrays, mk))
+                                      length, arrays, mk, scaled[1] if scaled else None))
         return True
+
+    def _planar_fit(self, node: fx.Node, m: nn.Module) -> tuple | None:
+        """(blocks, parameters, output layout, plane length, tile span) when the planar block kernel runs this
+        conv (see :meth:`_planar_blocks`), else None."""
+        blocks = getattr(m, "blocks", None)
+        if not isinstance(m, FusedConv) or isinstance(m, FusedLinear) or not isinstance(blocks, PackedBlocks) or \
+                tuple(m.weight.shape[2:]) != (1, 1) or m.stride[0] != m.stride[1] or tuple(m.padding) != (0, 0) or \
+                m.in_shape is None or m.groups != 1:
+            return None
+        _, ho, wo = _shape(node)
+        lout = self.layouts.get(self._group(node)) or padded_layout(ho, wo)
+        if lout.copy:
+            return None
+        family = get_family(BlockParams.family)
+        ks = family.candidates(self.vw, blocks.n)
+        kp = self.params_for.get(node.target)
+        # (pattern-loop parameters: a block layer's decision in artifacts written before families had their own)
+        kp = BlockParams(kp.r, self.vw) if kp is not None and \
+            kp.family in (BlockParams.family, PatternLoopsParams.family) and kp.r in {k.r for k in ks} else ks[1]
+        tile = family.tile(blocks, kp, m.act, m.residual)
+        length = ho * lout.pitch
+        span = length // tile * tile + -(-(length % tile) // self.vw) * self.vw  # the last tile: whole vectors
+        if lout.origin + span > lout.plane + lout.origin or span - length > SLACK:
+            return None  # the last tile would reach the next plane's pixels
+        return blocks, kp, lout, length, span
+
+    def _fold_gate(self, node: fx.Node, blocks: PackedBlocks) -> tuple[Buffer, int] | None:
+        """When ``node`` is a gate multiply deferred into this conv: its gate and the scratch entry for the scaled
+        values."""
+        g = self.gated.pop(node, None)
+        if g is None:
+            return None
+        self.scratch.append(int(blocks.values.size))
+        return g, len(self.scratch) - 1
 
     def _linear(self, node: fx.Node, m: nn.Linear | FusedLinear) -> None:
         x = self.where[node.args[0]]
@@ -775,6 +819,12 @@ class _Planner:
         if len(_shape(node)) != 3 or _shape(gate) not in ((c, 1, 1), (c,)) or _shape(big) != _shape(node):
             raise Unsupported(f"{node.name}: broadcast multiply other than by a per-channel vector")
         x, g = self._padded_input(big), self.where[gate]
+        users = list(node.users)
+        if len(users) == 1 and users[0].op == "call_module" and users[0].args[0] is node and not g.padded and \
+                self._planar_fit(users[0], self.modules[users[0].target]) is not None:
+            self.gated[node] = g  # the conv scales its weights instead (ScaleBlocks); meanwhile an alias of x
+            self._hold(node, x)
+            return
         y = self._new_buf(node, True)
         _, h, w = y.shape
         # the rows run contiguously (the pad column is zero and stays zero: 0 * s)
@@ -922,7 +972,8 @@ class _Planner:
                 self._arrives(node)
                 continue
             if len(self.steps) > planned:
-                self.statements.append((node, frozenset(self.where[a].index for a in node.all_input_nodes),
+                self.statements.append((node, frozenset(self.where[a].index for a in node.all_input_nodes) |
+                                        self.extra_reads.pop(node, frozenset()),
                                         frozenset({self.where[node].index} if node in self.where else ())))
             self._release(node)
         if out_nodes is None:
