@@ -114,11 +114,6 @@ def c_vector(act: str, e: str, half: bool = False) -> str:
     return f"{prefix}{name}({e}{''.join(', ' + _c_float(v) for v in a)})"
 
 
-def c_even_lanes(vw: int) -> str:
-    """The C shuffle mask that keeps the even lanes of two ``vw``-float vectors: a stride-2 row load."""
-    return "(vi){" + ", ".join(str(2 * i) for i in range(vw)) + "}"
-
-
 def c_scalar(act: str, v: str = "v") -> str:
     """C statement applying ``act`` to the float variable ``v`` in place ("" for none)."""
     name, a = _parse(act)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from tessera.compiler.activations import C_HELPERS, c_even_lanes, c_scalar, c_vector, canon
+from tessera.compiler.activations import C_HELPERS, c_scalar, c_vector, canon
 from tessera.compiler.formats import PackedConv
 from tessera.compiler.geometry import (
     FILTER_CHUNK,
@@ -33,6 +33,14 @@ from tessera.compiler.geometry import (
     shift_copies,
     tight_layout,
 )
+
+
+def even_load(ptr: str, vw: int, offset: int | None = None) -> str:
+    """C of a stride-2 row load: floats ``ptr[0], ptr[2], ... ptr[2 * vw - 2]`` (from ``ptr + offset`` when given)
+    as one vector: two loads and a shuffle that keeps the even lanes."""
+    lanes = ", ".join(str(2 * i) for i in range(vw))
+    first, second = (ptr, f"{ptr} + {vw}") if offset is None else (f"{ptr} + {offset}", f"{ptr} + {offset + vw}")
+    return f"__builtin_shuffle(ld({first}), ld({second}), (vi){{{lanes}}})"
 
 
 class ConvRenderer:
@@ -78,7 +86,7 @@ static inline void sth(float *p, vh v) {{ *(vh *)p = v; }}
         no copy of its own; per-pattern loops only."""
         self.p, self.g, self.k, self.residual = packed, layer_geometry(geom, params), params, residual
         self.act = canon(act)
-        if params.shift and (self.g.stride > 2 or self.g.kw > 3 or (self.g.stride == 2 and self.g.kw != 3)):
+        if params.shift and not (self.g.stride == 1 and self.g.kw <= 3 or self.g.stride == 2 and self.g.kw == 3):
             raise ValueError("the shifted variant runs stride-1 convs up to 3 wide and stride-2 3x3 convs only")
         self.padded_io = padded_io
         self.sync, self.input_view = sync, input_view
@@ -233,7 +241,7 @@ static void {name}(const float *x, float *xp) {{
             return None
         out = []
         for b in range(nvec):
-            v = f"__builtin_shuffle(ld(sr + {2 * b * vw}), ld(sr + {2 * b * vw + vw}), {c_even_lanes(vw)})"
+            v = even_load("sr", vw, 2 * b * vw)
             lanes = [j0 <= b * vw + i < j1 for i in range(vw)]
             if not all(lanes):
                 v = f"(vf)((vi){v} & (vi){{{', '.join('-1' if k else '0' for k in lanes)}}})"

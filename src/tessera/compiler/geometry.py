@@ -112,8 +112,13 @@ def layer_geometry(geom: ConvGeometry, params: KernelParams) -> ConvGeometry:
         return dataclasses.replace(geom, tight=True, plane_multiple=params.vw)
     if _half_vector_rows(geom, params.vw):
         return dataclasses.replace(geom, plane_multiple=params.vw)  # every channel's plane starts aligned
-    natural = geom.w + 2 * geom.pad_w if geom.stride == 1 else geom.wph  # stride 2: a phase row
-    return dataclasses.replace(geom, pitch=-(-natural // params.vw) * params.vw)
+    return dataclasses.replace(geom, pitch=-(-_shift_row(geom) // params.vw) * params.vw)
+
+
+def _shift_row(geom: ConvGeometry) -> int:
+    """Floats of a row before the shifted variant rounds it up to whole vectors: the padded image row at stride
+    1, a phase row at stride 2."""
+    return geom.w + 2 * geom.pad_w if geom.stride == 1 else geom.wph
 
 
 def tight_rows(geom: ConvGeometry, vw: int, r: int | None = None) -> bool:
@@ -161,12 +166,12 @@ def shift_applies(geom: ConvGeometry, group: int, vw: int) -> bool:
     narrow images pay padding: with AVX2 not where that wastes more than a fifth of the work (measured on Zen 3,
     where unaligned loads cost little); with AVX-512 every unaligned 64-byte load splits a cache line, and
     aligned rows won even at 7 columns padded to 16 (Xeon, 512x7² at 12%: 0.63 ms vs 0.69 ms unaligned)."""
-    padded = geom.w + 2 * geom.pad_w
-    waste = 1.2 if vw <= 8 else 2.0
+    row = _shift_row(geom)
+    rounded = -(-row // vw) * vw <= (1.2 if vw <= 8 else 2.0) * row
     if geom.stride == 2:
-        return group == 1 and geom.kw == 3 and (tight_rows(geom, vw) or -(-geom.wph // vw) * vw <= waste * geom.wph)
+        return group == 1 and geom.kw == 3 and (tight_rows(geom, vw) or rounded)
     return geom.stride == 1 and group == 1 and 1 < geom.kw <= 3 and \
-        (tight_rows(geom, vw) or _half_vector_rows(geom, vw) or -(-padded // vw) * vw <= waste * padded)
+        (tight_rows(geom, vw) or _half_vector_rows(geom, vw) or rounded)
 
 
 FILTER_CHUNK = 32  # filter positions per work item of the channel-blocked kernel (partial sums on the stack)

@@ -74,6 +74,12 @@ def _i32(i: int) -> str:
     return f"(const int32_t *){param(i)}"
 
 
+def _window_args(op: WindowConv) -> tuple[str, str]:
+    """C of a window conv's weights and of channel ``c``'s bias."""
+    bias = f"((const float *){param(op.bias)})[c]" if op.bias is not None else "0.f"
+    return f"(const float *){param(op.weight)}", bias
+
+
 class _Emitter:
     def __init__(self, plan: NetworkPlan):
         self.plan, self.sync = plan, plan.sync
@@ -192,9 +198,7 @@ class _Emitter:
         s += {b};{radd}{act} {store} }}""") + " }"
 
     def window_conv(self, op: WindowConv, node: str) -> str:
-        wt = f"(const float *){param(op.weight)}"
-        bias = f"((const float *){param(op.bias)})[c]" if op.bias is not None else "0.f"
-        return self.loop(family_of(op.params).render(op, wt, bias), rows=True)
+        return self.loop(family_of(op.params).render(op, *_window_args(op)), rows=True)
 
     def pointwise_depthwise(self, op: PointwiseDepthwise, node: str) -> str:
         """Each thread zeroes its planes' borders once; then per group of PLANES channels, the 1x1 conv into the
@@ -205,10 +209,8 @@ class _Emitter:
             f"({op.x.expr} + {origin})", op.x.layout.plane, f"(P_ + {origin})", op.floats,
             f"((const float *){param(vals)})", f"({_i32(cols)})", f"({_i32(gp)})", f"((const float *){param(bias)})",
             f"({_i32(op.mask)})", op.span, op.act, vw, "g", n, op.unroll)
-        wt = f"(const float *){param(dw.weight)}"
-        dbias = f"((const float *){param(dw.bias)})[c]" if dw.bias is not None else "0.f"
-        depthwise = window_ops.depthwise_conv(dw.x, dw.y, dw.res, wt, dbias, dw.shape, dw.stride, dw.padding, dw.act,
-                                              vw, dw.params.r, channel="ch")
+        depthwise = window_ops.depthwise_conv(dw.x, dw.y, dw.res, *_window_args(dw), dw.shape, dw.stride, dw.padding,
+                                              dw.act, vw, dw.params.r, channel="ch")
         end, cout = origin + op.span, dw.shape[0]
         return f"""{{ float P_[{n * op.floats}] __attribute__((aligned(64)));
     for (int l = 0; l < {n}; l++) {{ memset(P_ + l * {op.floats}, 0, sizeof(float) * {origin});
@@ -312,10 +314,9 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
 
 _METHOD = {InputCopy: "input_copy", SparseConv: "sparse_conv", PlanarCopy: "planar_copy",
            PlanarBlocks: "planar_blocks", ScaleBlocks: "scale_blocks", BlockMatvec: "block_matvec", Linear: "linear",
-           WindowConv: "window_conv",
-           PointwiseDepthwise: "pointwise_depthwise", Pool: "pool", AdaptiveMean: "adaptive_mean", Flatten: "flatten",
-           Gate: "gate",
-           PixelActivation: "pixel_activation", Elementwise: "elementwise", OutputCopy: "output_copy"}
+           WindowConv: "window_conv", PointwiseDepthwise: "pointwise_depthwise", Pool: "pool",
+           AdaptiveMean: "adaptive_mean", Flatten: "flatten", Gate: "gate", PixelActivation: "pixel_activation",
+           Elementwise: "elementwise", OutputCopy: "output_copy"}
 
 
 def emit_network(plan: NetworkPlan) -> str:

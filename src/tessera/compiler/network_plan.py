@@ -100,6 +100,13 @@ PLANES = 4  # channels of a PointwiseDepthwise work item
 FUSE_BYTES = 1 << 20  # a 1x1 conv's output larger than this goes into its depthwise reader (see _defer_pointwise)
 
 
+def _pixel_lanes(lay: Layout, rows: int, cols: int, span: int) -> torch.Tensor:
+    """int32 lanes of ``span`` floats from a layout's origin: -1 at pixels (``rows`` x ``cols``), 0 at its zero
+    columns and past the last row — stores ANDed with it keep the layout's zeros."""
+    p = torch.arange(span)
+    return torch.where((p < rows * lay.pitch) & (p % lay.pitch < cols), -1, 0).to(torch.int32)
+
+
 def _plane_floats(lay: Layout, h: int, vw: int) -> int:
     """Floats of a thread's plane: the layout's rows and, past them, room for the unrolled 1x1 conv's last
     vectors and the depthwise conv's loads past the last row (stride 2: two vectors a chunk)."""
@@ -488,7 +495,7 @@ class _Planner:
         """After ``node``'s statement: the buffers of its operands whose every holder (a node whose value lives
         there, aliases included) has no reader left go back to the pool. A network's activations then share a
         few buffers that stay in cache instead of one buffer per layer (ResNet-50: 100+ MB) streaming from DRAM."""
-        if node in self.gated:  # read by its conv's statement: released there (_fold_gate)
+        if node in self.gated:  # read by the conv that folds it: released after that conv's steps (_planar_blocks)
             return
         self.done.add(node)
         for a in node.all_input_nodes:
@@ -633,12 +640,11 @@ class _Planner:
             self.scratch.append(xb.shape[0] * lout.plane + SLACK)
             src, ldx = f"((float *)S[{k}])", lout.plane
             self._step(node, PlanarCopy(xb, k, xb.shape[0], ho, wo, m.stride[0], lout))
-        mask = [-1 if p < length and p % lout.pitch < wo else 0 for p in range(span)]
         y = self._new_buf(node, True)
         res = self._padded_input(node.args[1]) if m.residual else None
         arrays = tuple(self._param(torch.from_numpy(a)) for a in (blocks.values, blocks.cols, blocks.row_ptr,
                                                                    blocks.bias))
-        mk = self._param(torch.tensor(mask, dtype=torch.int32))
+        mk = self._param(_pixel_lanes(lout, ho, wo, span))
         if scaled is not None:
             g, k2 = scaled
             self._step(node, ScaleBlocks(arrays[0], arrays[1], g, blocks.n, int(blocks.cols.size), k2))
@@ -740,7 +746,6 @@ class _Planner:
         lay = padded_layout(h, w)
         unroll = 4 if self.registers >= 32 else 2  # PLANES x unroll accumulators, unroll loads
         span = -(-h * lay.pitch // (unroll * self.vw)) * unroll * self.vw
-        mask = [-1 if p < h * lay.pitch and p % lay.pitch < w else 0 for p in range(span)]
         wt2 = pw.weight.detach().float()[:, :, 0, 0]
         cout, cin = wt2.shape
         groups = -(-cout // PLANES)
@@ -765,8 +770,8 @@ class _Planner:
             get_family(DepthwiseParams.family).candidates(self.vw)[0]
         dw = WindowConv(plane, y, res, wt, bias, tuple(m.weight.shape), m.groups, tuple(m.stride), tuple(m.padding),
                         m.act, kp)
-        self._step(node, PointwiseDepthwise(x, plane.floats, span, unroll, arrays, self._param(torch.tensor(
-            mask, dtype=torch.int32)), pw.act, dw))
+        self._step(node, PointwiseDepthwise(x, plane.floats, span, unroll, arrays,
+                                            self._param(_pixel_lanes(lay, h, w, span)), pw.act, dw))
 
     def _grouped(self, node: fx.Node, m: FusedConv) -> None:
         if tuple(m.dilation) != (1, 1) or isinstance(m.padding, str):

@@ -10,7 +10,8 @@ loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers a
 
 from __future__ import annotations
 
-from tessera.compiler.activations import c_even_lanes, c_scalar, c_vector
+from tessera.compiler.activations import c_scalar, c_vector
+from tessera.compiler.codegen import even_load
 
 
 def _cols(wo: int, w: int, stride: int, pad: int, v: int) -> tuple[int, int]:
@@ -70,7 +71,7 @@ def _row_load(x, col: str, v: int, sw: int, pw: int, vw: int) -> str:
     """A vector of ``vw`` output columns' inputs for tap column ``v`` (``col``: the C expression of the first
     output column; row ``iy``): one load, or at stride 2 two loads and a shuffle that keeps the even lanes."""
     ptr = f"&{x.at('c', 'iy', f'({col}) * {sw} + {v - pw}')}"
-    return f"ld({ptr})" if sw == 1 else f"__builtin_shuffle(ld({ptr}), ld({ptr} + {vw}), {c_even_lanes(vw)})"
+    return f"ld({ptr})" if sw == 1 else even_load(ptr, vw)
 
 
 def _partial_store(y, jc: str, wo: int, vw: int, value: str) -> str:
@@ -325,7 +326,6 @@ def pool_geometry(kernel, stride, padding) -> tuple[tuple[int, int], tuple[int, 
     k = pair(kernel)
     s = k if stride is None or (not isinstance(stride, int) and len(stride) == 0) else pair(stride)
     return k, s, pair(padding)
-
 
 
 def pointwise_planes(src: str, ldx: int, dst: str, pitch: int, vals: str, cols: str, group_ptr: str, bias: str,
