@@ -298,23 +298,24 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
     }
     tsr_sync();
     #pragma omp for schedule(static) nowait  /* rows across threads, like the conv tiles */
-    for (int q = 0; q < 48; q++) {
-        const int c = q / 6, i = q - c * 6;
+    for (int c = 0; c < 8; c++) {
         const float bc = ((const float *)P[6])[c];
         const float *wt = (const float *)P[5] + (long)c * 9;
-        const vf z = {0};
+        const vf z = {0}; const vf w0 = z + wt[0]; const vf w1 = z + wt[1]; const vf w2 = z + wt[2]; const vf w3 = z + wt[3]; const vf w4 = z + wt[4]; const vf w5 = z + wt[5]; const vf w6 = z + wt[6]; const vf w7 = z + wt[7]; const vf w8 = z + wt[8];
+        for (int i = 0; i < 6; i++) {
         for (int jc = 0; jc + 4 <= 4; jc += 4) { vf a0 = z + bc; vf a0_1 = z; vf a0_2 = z;
-            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const float wv = wt[0]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const float wv = wt[1]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const float wv = wt[2]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const float wv = wt[3]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const float wv = wt[4]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const float wv = wt[5]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const float wv = wt[6]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const float wv = wt[7]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const float wv = wt[8]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const vf wv = w0; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const vf wv = w1; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const vf wv = w2; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const vf wv = w3; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const vf wv = w4; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const vf wv = w5; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const vf wv = w6; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + -1)]); } { const vf wv = w7; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 0)]); } { const vf wv = w8; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((jc + 0) * 1 + 1)]); } } }
             a0 += a0_1 + a0_2;
             st(&((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (jc + 0)], act_silu(a0)); }
         { vf a0 = z + bc; vf a0_1 = z; vf a0_2 = z;
-            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const float wv = wt[0]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const float wv = wt[1]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const float wv = wt[2]; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const float wv = wt[3]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const float wv = wt[4]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const float wv = wt[5]; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const float wv = wt[6]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const float wv = wt[7]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const float wv = wt[8]; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const vf wv = w0; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const vf wv = w1; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const vf wv = w2; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const vf wv = w3; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const vf wv = w4; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const vf wv = w5; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
+            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const vf wv = w6; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + -1)]); } { const vf wv = w7; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 0)]); } { const vf wv = w8; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((4 + 0) * 1 + 1)]); } } }
             a0 += a0_1 + a0_2;
-            { float t_[4] __attribute__((aligned(64))); st(t_, act_silu(a0)); for (int j = 4; j < 6; j++) { const float v = t_[j - 4]; ((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (j)] = v; } } }
+            st(&((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (4)], (vf)((vi)(act_silu(a0)) & (vi){-1, -1, 0, 0})); }
+        }
     }
     tsr_sync();
     #pragma omp for schedule(static) nowait

@@ -91,20 +91,34 @@ def _chunk_plan(wo: int, vw: int, masks) -> tuple[list[int], list[int], int, int
     return starts, plain, lo, hi
 
 
+def _rows_overrun(y, ho: int, wo: int, vw: int) -> bool:
+    """Whether a row's last vector may be stored whole, its lanes past the row zeroed: in a layout without a
+    second copy they fall on zero columns, on later rows of the same plane (which the same work item stores after
+    it) or, past the last row, on the plane's bottom zero rows and the next plane's top (never its pixels)."""
+    lay = y.layout if y.padded else None
+    if lay is None or lay.copy or lay.pitch < wo:
+        return False
+    return (ho - 1) * lay.pitch + -(-wo // vw) * vw <= lay.plane
+
+
 def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], stride, padding, act: str,
                    vw: int, chunks: int = 4, channel: str | None = None) -> str:
     """A depthwise conv (one input channel per output channel), stride 1 or 2, in vectors: per (channel, output
     row), chunks of ``vw`` output columns held in registers across all taps (up to ``chunks`` at once in the
     middle of the row; stride 2: two loads and a shuffle keep the even lanes). A chunk at a border ANDs each tap's
     load with a constant lane mask where the tap reads outside the image (pad columns the layout keeps zero need
-    none); lanes past the row's end are computed and not stored, so no column runs scalar. ``channel``: the C
-    expression of one channel, whose rows alone the loop runs (``x`` then holds that channel's plane)."""
+    none); lanes past the row's end are computed, and where the output layout allows (:func:`_rows_overrun`)
+    stored as zeros with the row — then a work item is a whole channel, its rows in order and its weights in
+    registers — else left unstored. ``channel``: the C expression of one channel, whose rows alone the loop runs
+    (``x`` then holds that channel's plane)."""
     cout, _, kh, kw = shape
     _, ho, wo = y.shape
     h, w = x.shape[1:]
     (sh, sw), (ph, pw) = tuple(stride), tuple(padding)
     zero_cols = {-1, w} if x.padded and x.layout is not None and not x.layout.tight else set()
     shift = y.layout.copy_shift if y.padded and y.layout else 0
+    overrun = _rows_overrun(y, ho, wo, vw)
+    held = overrun and kh * kw <= 9  # the weights as vectors in registers for the channel's rows
 
     def lane_ok(j: int, v: int) -> bool:
         col = j * sw - pw + v
@@ -119,7 +133,8 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                 out[v] = lanes
         return out
 
-    def chunk(jc: str, nv: int, mk: dict[int, list[int]], whole: bool) -> str:
+    def chunk(jc: str, nv: int, mk: dict[int, list[int]], tail: int) -> str:
+        """``tail``: 0 for whole chunks, else the chunk's lanes inside the row."""
         # kernel rows into `sums` partial sums per vector: a chain of kh * kw dependent FMAs is latency-bound (5x5
         # on 14x14 rows: one vector a row); about 8 independent accumulators keep the FMA units busy
         sums = max(1, min(kh, 8 // nv))
@@ -136,39 +151,55 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                     xv = _row_load(x, f"{jc} + {r * vw}", v, sw, pw, vw)
                     terms.append(f"{acc[r]} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else
                                  f"{acc[r]} += wv * {xv};")
-                taps.append(f"{{ const float wv = wt[{u * kw + v}]; {' '.join(terms)} }}")
+                wv = f"w{u * kw + v}" if held else f"wt[{u * kw + v}]"
+                taps.append(f"{{ const {'vf' if held else 'float'} wv = {wv}; {' '.join(terms)} }}")
             rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
         if sums > 1:
             rows.append(" ".join(f"a{r} += {' + '.join(f'a{r}_{p}' for p in range(1, sums))};" for r in range(nv)))
         stores = []
         for r in range(nv):
             e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'{jc} + {r * vw}')})" if res is not None else "")
-            if whole:
+            if not tail:
                 dst = f"&{y.at('c', 'i', f'{jc} + {r * vw}')}"
                 copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
                 stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
+            elif overrun:
+                lanes = ", ".join("-1" if t < tail else "0" for t in range(vw))
+                stores.append(f"st(&{y.at('c', 'i', jc)}, (vf)((vi)({c_vector(act, e)}) & (vi){{{lanes}}}));")
             else:
                 stores.append(_partial_store(y, jc, wo, vw, c_vector(act, e)))
         return (f"{{{consts} {accs}\n            " + "\n            ".join(rows) + "\n            "
                 + " ".join(stores) + " }")
 
     starts, plain, lo, hi = _chunk_plan(wo, vw, masks)
-    parts = [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc < lo]
+    parts = [chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw) for jc in starts if jc < lo]
     if plain:
         big = min(chunks, len(plain))
-        parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) {chunk('jc', big, {}, True)}")
+        parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) {chunk('jc', big, {}, 0)}")
         if len(plain) % big:
             first = lo + len(plain) // big * big * vw
-            parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, True)}")
-    parts += [chunk(str(jc), 1, masks(jc), jc + vw <= wo) for jc in starts if jc >= hi]
+            parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, 0)}")
+    parts += [chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw) for jc in starts if jc >= hi]
     body = "\n        ".join(parts)
+    weights = "".join(f" const vf w{k} = z + wt[{k}];" for k in range(kh * kw)) if held else ""
+    setup = f"""const float bc = {bias};
+        const float *wt = {weight} + (long)c * {kh * kw};
+        const vf z = {{0}};{weights}"""
+    if overrun:  # a channel per work item, its rows in order (a row's overrun is stored before the next row)
+        head = f"{{\n        const int c = {channel};" if channel is not None else \
+            f"for (int c = 0; c < {cout}; c++) {{"
+        return f"""
+    {head}
+        {setup}
+        for (int i = 0; i < {ho}; i++) {{
+        {body}
+        }}
+    }}"""
     head = f"for (int i = 0; i < {ho}; i++) {{\n        const int c = {channel};" if channel is not None else \
         f"for (int q = 0; q < {cout * ho}; q++) {{\n        const int c = q / {ho}, i = q - c * {ho};"
     return f"""
     {head}
-        const float bc = {bias};
-        const float *wt = {weight} + (long)c * {kh * kw};
-        const vf z = {{0}};
+        {setup}
         {body}
     }}"""
 
