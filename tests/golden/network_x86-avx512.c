@@ -381,13 +381,15 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float bc = ((const float *)P[7])[c];
         const float *wt = (const float *)P[6] + (long)c * 9;
         const vf z = {0}; const vf w0 = z + wt[0]; const vf w1 = z + wt[1]; const vf w2 = z + wt[2]; const vf w3 = z + wt[3]; const vf w4 = z + wt[4]; const vf w5 = z + wt[5]; const vf w6 = z + wt[6]; const vf w7 = z + wt[7]; const vf w8 = z + wt[8];
-        for (int i = 0; i < 6; i++) {
-        { vf a0 = z + bc; vf a0_1 = z; vf a0_2 = z;
-            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const vf wv = w0; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const vf wv = w1; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const vf wv = w2; a0 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const vf wv = w3; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const vf wv = w4; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const vf wv = w5; a0_1 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
-            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const vf wv = w6; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); } { const vf wv = w7; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); } { const vf wv = w8; a0_2 += wv * ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); } } }
-            a0 += a0_1 + a0_2;
-            st(&((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (0)], (vf)((vi)(act_silu(a0)) & (vi){-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})); }
+        int i = 0;
+        for (; i + 1 < 6; i += 2) {
+        { vf a0_0 = z + bc; vf a0_0_1 = z; vf a0_0_2 = z; vf a1_0 = z + bc; vf a1_0_1 = z; vf a1_0_2 = z;
+            { const int iy = i * 1 - 1 + 0; if (iy >= 0 && iy < 6) { { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); a0_0 += w0 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); a0_0 += w1 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); a0_0 += w2 * x0; } } }
+            { const int iy = i * 1 - 1 + 1; if (iy >= 0 && iy < 6) { { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); a0_0_1 += w3 * x0; a1_0 += w0 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); a0_0_1 += w4 * x0; a1_0 += w1 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); a0_0_1 += w5 * x0; a1_0 += w2 * x0; } } }
+            { const int iy = i * 1 - 1 + 2; if (iy >= 0 && iy < 6) { { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); a0_0_2 += w6 * x0; a1_0_1 += w3 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); a0_0_2 += w7 * x0; a1_0_1 += w4 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); a0_0_2 += w8 * x0; a1_0_1 += w5 * x0; } } }
+            { const int iy = i * 1 - 1 + 3; if (iy >= 0 && iy < 6) { { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + -1)]); a1_0_2 += w6 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 0)]); a1_0_2 += w7 * x0; } { const vf x0 = ld(&((float *)B[2])[(long)(c) * 56 + 8 + (iy) * 7 + ((0 + 0) * 1 + 1)]); a1_0_2 += w8 * x0; } } }
+            a0_0 += a0_0_1 + a0_0_2; a1_0 += a1_0_1 + a1_0_2;
+            st(&((float *)B[3])[(long)(c) * 56 + 8 + (i) * 7 + (0)], (vf)((vi)(act_silu(a0_0)) & (vi){-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})); st(&((float *)B[3])[(long)(c) * 56 + 8 + (i + 1) * 7 + (0)], (vf)((vi)(act_silu(a1_0)) & (vi){-1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})); }
         }
     }
     tsr_sync();

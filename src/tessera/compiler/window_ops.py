@@ -133,54 +133,73 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                 out[v] = lanes
         return out
 
-    def chunk(jc: str, nv: int, mk: dict[int, list[int]], tail: int) -> str:
-        """``tail``: 0 for whole chunks, else the chunk's lanes inside the row."""
+    def chunk(jc: str, nv: int, mk: dict[int, list[int]], tail: int, m: int = 1) -> str:
+        """``tail``: 0 for whole chunks, else the chunk's lanes inside the row. ``m``: output rows i .. i+m-1 at
+        once (stride 1), each input row loaded once for all of them."""
         # kernel rows into `sums` partial sums per vector: a chain of kh * kw dependent FMAs is latency-bound (5x5
         # on 14x14 rows: one vector a row); about 8 independent accumulators keep the FMA units busy
-        sums = max(1, min(kh, 8 // nv))
-        accs = " ".join(f"vf a{r} = z + bc;" + "".join(f" vf a{r}_{p} = z;" for p in range(1, sums))
-                        for r in range(nv))
+        sums = max(1, min(kh, 8 // (nv * m)))
+
+        def acc(q: int, r: int, u: int) -> str:
+            return f"a{q}_{r}" + (f"_{u % sums}" if u % sums else "")
+        accs = " ".join(f"vf a{q}_{r} = z + bc;" + "".join(f" vf a{q}_{r}_{p} = z;" for p in range(1, sums))
+                        for q in range(m) for r in range(nv))
         consts = "".join(f" const vi m{v} = (vi){{{', '.join(map(str, lanes))}}};" for v, lanes in mk.items())
         rows = []
-        for u in range(kh):
+        for t in range(kh + m - 1):
             taps = []
-            acc = [f"a{r}" if u % sums == 0 else f"a{r}_{u % sums}" for r in range(nv)]
             for v in range(kw):
-                terms = []
+                loads = []
                 for r in range(nv):
                     xv = _row_load(x, f"{jc} + {r * vw}", v, sw, pw, vw)
-                    terms.append(f"{acc[r]} += wv * (vf)((vi)({xv}) & m{v});" if v in mk else
-                                 f"{acc[r]} += wv * {xv};")
-                wv = f"w{u * kw + v}" if held else f"wt[{u * kw + v}]"
-                taps.append(f"{{ const {'vf' if held else 'float'} wv = {wv}; {' '.join(terms)} }}")
-            rows.append(f"{{ const int iy = i * {sh} - {ph} + {u}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
+                    loads.append(f"const vf x{r} = {f'(vf)((vi)({xv}) & m{v})' if v in mk else xv};")
+                fmas = []
+                for q in range(m):
+                    u = t - q
+                    if 0 <= u < kh:
+                        wv = f"w{u * kw + v}" if held else f"wt[{u * kw + v}]"
+                        fmas += [f"{acc(q, r, u)} += {wv} * x{r};" for r in range(nv)]
+                taps.append(f"{{ {' '.join(loads)} {' '.join(fmas)} }}")
+            rows.append(f"{{ const int iy = i * {sh} - {ph} + {t}; if (iy >= 0 && iy < {h}) {{ {' '.join(taps)} }} }}")
         if sums > 1:
-            rows.append(" ".join(f"a{r} += {' + '.join(f'a{r}_{p}' for p in range(1, sums))};" for r in range(nv)))
+            rows.append(" ".join(f"a{q}_{r} += {' + '.join(f'a{q}_{r}_{p}' for p in range(1, sums))};"
+                                 for q in range(m) for r in range(nv)))
         stores = []
-        for r in range(nv):
-            e = f"a{r}" + (f" + ld(&{res.at('c', 'i', f'{jc} + {r * vw}')})" if res is not None else "")
-            if not tail:
-                dst = f"&{y.at('c', 'i', f'{jc} + {r * vw}')}"
-                copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
-                stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
-            elif overrun:
-                lanes = ", ".join("-1" if t < tail else "0" for t in range(vw))
-                stores.append(f"st(&{y.at('c', 'i', jc)}, (vf)((vi)({c_vector(act, e)}) & (vi){{{lanes}}}));")
-            else:
-                stores.append(_partial_store(y, jc, wo, vw, c_vector(act, e)))
+        for q in range(m):
+            row = f"i + {q}" if q else "i"
+            for r in range(nv):
+                e = f"a{q}_{r}" + (f" + ld(&{res.at('c', row, f'{jc} + {r * vw}')})" if res is not None else "")
+                if not tail:
+                    dst = f"&{y.at('c', row, f'{jc} + {r * vw}')}"
+                    copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
+                    stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
+                elif overrun:
+                    lanes = ", ".join("-1" if t < tail else "0" for t in range(vw))
+                    stores.append(f"st(&{y.at('c', row, jc)}, (vf)((vi)({c_vector(act, e)}) & (vi){{{lanes}}}));")
+                else:
+                    stores.append(_partial_store(y, jc, wo, vw, c_vector(act, e)))
         return (f"{{{consts} {accs}\n            " + "\n            ".join(rows) + "\n            "
                 + " ".join(stores) + " }")
 
     starts, plain, lo, hi = _chunk_plan(wo, vw, masks)
-    parts = [chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw) for jc in starts if jc < lo]
-    if plain:
-        big = min(chunks, len(plain))
-        parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) {chunk('jc', big, {}, 0)}")
-        if len(plain) % big:
-            first = lo + len(plain) // big * big * vw
-            parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, 0)}")
-    parts += [chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw) for jc in starts if jc >= hi]
-    body = "\n        ".join(parts)
+
+    def row_body(m: int) -> str:
+        """The chunks of ``m`` output rows from row ``i``; with two rows the partial chunk first (its zeroed lanes
+        past row i fall on row i+1, whose chunks are stored after it)."""
+        edge = [(jc, chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw, m)) for jc in starts if jc < lo or jc >= hi]
+        parts = [c for jc, c in edge if jc < lo]
+        if plain:
+            big = max(1, min(chunks // m, len(plain)))
+            parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) "
+                         f"{chunk('jc', big, {}, 0, m)}")
+            if len(plain) % big:
+                first = lo + len(plain) // big * big * vw
+                parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, 0, m)}")
+        parts += [c for jc, c in edge if jc >= hi]
+        if m > 1:
+            parts = [c for jc, c in edge if min(vw, wo - jc) % vw] + \
+                [p for p in parts if p not in {c for jc, c in edge if min(vw, wo - jc) % vw}]
+        return "\n        ".join(parts)
     weights = "".join(f" const vf w{k} = z + wt[{k}];" for k in range(kh * kw)) if held else ""
     setup = f"""const float bc = {bias};
         const float *wt = {weight} + (long)c * {kh * kw};
@@ -188,19 +207,21 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
     if overrun:  # a channel per work item, its rows in order (a row's overrun is stored before the next row)
         head = f"{{\n        const int c = {channel};" if channel is not None else \
             f"for (int c = 0; c < {cout}; c++) {{"
+        pairs = sh == 1 and ho > 1
+        rows = (f"int i = 0;\n        for (; i + 1 < {ho}; i += 2) {{\n        {row_body(2)}\n        }}"
+                + (f"\n        {{\n        {row_body(1)}\n        }}" if ho % 2 else "")) if pairs else \
+            f"for (int i = 0; i < {ho}; i++) {{\n        {row_body(1)}\n        }}"
         return f"""
     {head}
         {setup}
-        for (int i = 0; i < {ho}; i++) {{
-        {body}
-        }}
+        {rows}
     }}"""
     head = f"for (int i = 0; i < {ho}; i++) {{\n        const int c = {channel};" if channel is not None else \
         f"for (int q = 0; q < {cout * ho}; q++) {{\n        const int c = q / {ho}, i = q - c * {ho};"
     return f"""
     {head}
         {setup}
-        {body}
+        {row_body(1)}
     }}"""
 
 
