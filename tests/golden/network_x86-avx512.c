@@ -402,30 +402,34 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float v = s * 0.027777777777777776f; ((float *)B[4])[(long)(c) * 1 + (0) * 1 + (0)] = v;
     }
     tsr_sync();
-    { float xs_[16] __attribute__((aligned(64)));
-    for (int i = 0; i < 8; i++) xs_[i] = ((float *)B[4])[i];
     #pragma omp for schedule(static) nowait
-    for (int o = 0; o < 4; o++) { const float *w = (const float *)P[9] + (long)o * 8;
-        vf a0 = {0}, a1 = {0}; 
-        a0 += a1; float t_[16] __attribute__((aligned(64))); st(t_, a0);
-        float s = 0.f; for (int l = 0; l < 16; l++) s += t_[l]; for (int i = 0; i < 8; i++) s += w[i] * xs_[i];
-        s += ((const float *)P[8])[o]; s = acts_relu(s); ((float *)B[5])[o] = s; }
-    tsr_sync(); }
-    { float xs_[16] __attribute__((aligned(64)));
-    for (int i = 0; i < 4; i++) xs_[i] = ((float *)B[5])[i];
+    for (int q = 0; q < 1; q++) {
+        const vf z = {0}; (void)z;
+        { vf a0 = ld(((const float *)P[9]) + q * 16 + 0);
+        for (int i = 0; i < 8; i++) { const float xv = ((float *)B[4])[i];
+            const float *w = (const float *)P[10] + (long)i * 16 + q * 16; a0 += xv * ld(w + 0); }
+        float t_[16] __attribute__((aligned(64))); st(t_ + 0, act_relu(a0));
+        for (int o = q * 16; o < q * 16 + 16 && o < 4; o++) {
+            float s = t_[o - (q * 16)]; ((float *)B[5])[o] = s; } }
+    }
+    tsr_sync();
     #pragma omp for schedule(static) nowait
-    for (int o = 0; o < 8; o++) { const float *w = (const float *)P[11] + (long)o * 4;
-        vf a0 = {0}, a1 = {0}; 
-        a0 += a1; float t_[16] __attribute__((aligned(64))); st(t_, a0);
-        float s = 0.f; for (int l = 0; l < 16; l++) s += t_[l]; for (int i = 0; i < 4; i++) s += w[i] * xs_[i];
-        s += ((const float *)P[10])[o]; s = acts_sigmoid(s); ((float *)B[4])[o] = s; }
-    tsr_sync(); }
+    for (int q = 0; q < 1; q++) {
+        const vf z = {0}; (void)z;
+        { vf a0 = ld(((const float *)P[12]) + q * 16 + 0);
+        for (int i = 0; i < 4; i++) { const float xv = ((float *)B[5])[i];
+            const float *w = (const float *)P[13] + (long)i * 16 + q * 16; a0 += xv * ld(w + 0); }
+        float t_[16] __attribute__((aligned(64))); st(t_ + 0, act_sigmoid(a0));
+        for (int o = q * 16; o < q * 16 + 16 && o < 8; o++) {
+            float s = t_[o - (q * 16)]; ((float *)B[4])[o] = s; } }
+    }
+    tsr_sync();
     #pragma omp for schedule(static) nowait
     for (int c = 0; c < 8; c++) { const float s = ((float *)B[4])[c];
         const float *xr = &((float *)B[3])[(long)(c) * 56 + 8 + (0) * 7 + (0)]; float *yr = &((float *)B[6])[(long)(c) * 56 + 8 + (0) * 7 + (0)];
         for (int j = 0; j < 42; j++) yr[j] = xr[j] * s; }
     tsr_sync();
-    conv1(((float *)B[6]), ((float *)B[3]), ((float *)B[2]), (const float *)P[12], (const int32_t *)P[13], (const int32_t *)P[14], (const int32_t *)P[15], (const float *)P[16], (float *)S[1]);
+    conv1(((float *)B[6]), ((float *)B[3]), ((float *)B[2]), (const float *)P[14], (const int32_t *)P[15], (const int32_t *)P[16], (const int32_t *)P[17], (const float *)P[18], (float *)S[1]);
     #pragma omp for schedule(static) nowait
     for (int c = 0; c < 8; c++) {
         const float *p = &((float *)B[3])[(long)(c) * 56 + 8 + (0) * 7 + (0)]; vf a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
@@ -435,15 +439,17 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         const float v = s * 0.027777777777777776f; ((float *)B[4])[(long)(c) * 1 + (0) * 1 + (0)] = v;
     }
     tsr_sync();
-    { float xs_[16] __attribute__((aligned(64)));
-    for (int i = 0; i < 8; i++) xs_[i] = ((float *)B[4])[i];
     #pragma omp for schedule(static) nowait
-    for (int o = 0; o < 5; o++) { const float *w = (const float *)P[18] + (long)o * 8;
-        vf a0 = {0}, a1 = {0}; 
-        a0 += a1; float t_[16] __attribute__((aligned(64))); st(t_, a0);
-        float s = 0.f; for (int l = 0; l < 16; l++) s += t_[l]; for (int i = 0; i < 8; i++) s += w[i] * xs_[i];
-        s += ((const float *)P[17])[o]; ((float *)B[7])[o] = s; }
-    tsr_sync(); }
+    for (int q = 0; q < 1; q++) {
+        const vf z = {0}; (void)z;
+        { vf a0 = ld(((const float *)P[20]) + q * 16 + 0);
+        for (int i = 0; i < 8; i++) { const float xv = ((float *)B[4])[i];
+            const float *w = (const float *)P[21] + (long)i * 16 + q * 16; a0 += xv * ld(w + 0); }
+        float t_[16] __attribute__((aligned(64))); st(t_ + 0, (a0));
+        for (int o = q * 16; o < q * 16 + 16 && o < 5; o++) {
+            float s = t_[o - (q * 16)]; ((float *)B[7])[o] = s; } }
+    }
+    tsr_sync();
     #pragma omp for schedule(static) nowait
     for (long i = 0; i < 5; i++) yb0[i] = ((float *)B[7])[i];
     tsr_sync();

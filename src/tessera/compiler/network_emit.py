@@ -9,7 +9,7 @@ plan's per-image buffers. Convs with the same geometry, patterns, tile, epilogue
 from __future__ import annotations
 
 from tessera.compiler import window_ops
-from tessera.compiler.activations import c_scalar
+from tessera.compiler.activations import c_scalar, c_vector
 from tessera.compiler.codegen import ConvRenderer
 from tessera.compiler.kernels import family_of
 from tessera.compiler.network_plan import (
@@ -72,6 +72,9 @@ def _f(i: int) -> str:
 
 def _i32(i: int) -> str:
     return f"(const int32_t *){param(i)}"
+
+
+_COLUMN_VECTORS = 8  # output vectors a dense Linear's work item holds in registers
 
 
 def _window_args(op: WindowConv) -> tuple[str, str]:
@@ -177,6 +180,8 @@ class _Emitter:
             return self.loop(f"""
     for (int o = 0; o < {op.cout}; o++) {{ float s = {op.sums.expr}[o];
         s += {b};{radd}{act} {store} }}""")
+        if op.columns:
+            return self._linear_columns(op, b.replace("[o]", ""), radd, act, store)
         # each thread first gathers the input vector (a padded buffer keeps one value a plane) onto its stack; the
         # dot products then run in vectors, two accumulators (a scalar sum is one chain of dependent adds: gcc
         # may not reorder a float reduction)
@@ -196,6 +201,32 @@ class _Emitter:
         a0 += a1; float t_[{vw}] __attribute__((aligned(64))); st(t_, a0);
         float s = 0.f; for (int l = 0; l < {vw}; l++) s += t_[l];{scalar}
         s += {b};{radd}{act} {store} }}""") + " }"
+
+    def _linear_columns(self, op: Linear, bias: str, radd: str, act: str, store: str) -> str:
+        """Work items are groups of up to ``_COLUMN_VECTORS`` vectors of outputs, each summing input i times row i
+        of the transposed weights; the activation runs in vectors unless a residual comes first."""
+        x, vw, cin = op.x, self.plan.target.vector_width, op.cin
+        nvec = -(-op.cout // vw)
+        g = min(_COLUMN_VECTORS, nvec)
+        xi = x.at("i", "0", "0") if x.padded else f"{x.expr}[i]"
+
+        def group(n: int, o0: str) -> str:
+            init = " ".join(f"vf a{k} = " + (f"ld({bias} + {o0} + {k * vw});" if op.bias is not None else "z;")
+                            for k in range(n))
+            fmas = " ".join(f"a{k} += xv * ld(w + {k * vw});" for k in range(n))
+            late = op.res is not None  # the residual comes before the activation: both then per output
+            outs = " ".join(f"st(t_ + {k * vw}, {f'a{k}' if late else c_vector(op.act, f'a{k}')});" for k in range(n))
+            return f"""{{ {init}
+        for (int i = 0; i < {cin}; i++) {{ const float xv = {xi};
+            const float *w = (const float *){param(op.weight)} + (long)i * {nvec * vw} + {o0}; {fmas} }}
+        float t_[{n * vw}] __attribute__((aligned(64))); {outs}
+        for (int o = {o0}; o < {o0} + {n * vw} && o < {op.cout}; o++) {{
+            float s = t_[o - ({o0})];{radd + act if late else ""} {store} }} }}"""
+        full, last = divmod(nvec, g)
+        body = f"for (int q = 0; q < {full + (last > 0)}; q++) {{\n        const vf z = {{0}}; (void)z;\n        "
+        body += (f"if (q < {full}) {group(g, f'q * {g * vw}')}\n        else {group(last, str(full * g * vw))}"
+                 if last else group(g, f"q * {g * vw}"))
+        return self.loop(body + "\n    }")
 
     def window_conv(self, op: WindowConv, node: str) -> str:
         return self.loop(family_of(op.params).render(op, *_window_args(op)), rows=True)

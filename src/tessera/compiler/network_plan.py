@@ -97,6 +97,7 @@ def param(i: int) -> str:
 
 PLANE_FLOATS = 64 * 1024  # the most floats of planes a thread keeps on its stack for PointwiseDepthwise (256 KB)
 PLANES = 4  # channels of a PointwiseDepthwise work item
+COLUMN_WEIGHTS = 1 << 18  # a dense Linear up to this many weights runs its outputs in vectors (see _linear)
 FUSE_BYTES = 1 << 20  # a 1x1 conv's output larger than this goes into its depthwise reader (see _defer_pointwise)
 
 
@@ -213,6 +214,7 @@ class Linear:
     bias: int | None
     weight: int | None  # None: the sums of the BlockMatvec before it
     sums: Buffer | None
+    columns: bool = False  # weight stored transposed (cin x cout rounded up to vectors), bias padded to match
 
 
 @dataclass(frozen=True)
@@ -709,8 +711,17 @@ class _Planner:
             self._step(node, BlockMatvec(acc, x, rows, blocks.n, (vals, cols, rp)))
             self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, None, acc))
             return
-        wp = self._param(m.weight.detach().float().reshape(cout, cin))
-        self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, wp, None))
+        w = m.weight.detach().float().reshape(cout, cin)
+        if cin * cout <= COLUMN_WEIGHTS:  # outputs in vectors: no horizontal sums (SE's convs, small heads)
+            padded = -(-cout // self.vw) * self.vw
+            wt = torch.zeros(cin, padded)
+            wt[:, :cout] = w.t()
+            if m.bias is not None:
+                bias = self._param(torch.cat([m.bias.detach().float(), torch.zeros(padded - cout)]))
+            self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, self._param(wt), None,
+                                    True))
+            return
+        self._step(node, Linear(x, y, res, cout, cin, getattr(m, "act", "none"), bias, self._param(w), None))
 
     def _defer_pointwise(self, node: fx.Node, m: FusedConv) -> bool:
         """A stride-1 1x1 conv whose only reader is a depthwise conv over its channels, on a padded input small
