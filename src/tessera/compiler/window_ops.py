@@ -1,10 +1,11 @@
 """C loops of the whole-network function for the layers that slide a window per channel: depthwise and grouped
 convs, max and average pooling (any kernel, stride, padding, ceil_mode), adaptive average pooling.
 
-They are memory-bound, so the shape is one pass: one (channel, output row) per work item, the row accumulated on
-the stack, the epilogue (bias, residual, activation) fused into the store. Padding is never materialised: for each
-tap the range of output columns whose input column is inside the image is a compile-time constant, so the inner
-loop has no branch and gcc vectorises it (stride 1: contiguous loads). Buffers are the network plan's
+They are memory-bound, so the shape is one pass: one (channel, output row) per work item (a depthwise conv: a whole
+channel where it can, see :func:`depthwise_conv`), the row accumulated on the stack or in registers, the epilogue
+(bias, residual, activation) fused into the store. Padding is never materialised: for each tap the range of output
+columns whose input column is inside the image is a compile-time constant, so the inner loop has no branch and gcc
+vectorises it (stride 1: contiguous loads). Buffers are the network plan's
 ``Buffer`` objects (``at`` / ``put`` / ``expr``), whatever their layout.
 """
 

@@ -1,6 +1,7 @@
 """Depthwise convs (one input channel per output channel), stride 1 or 2, any kernel size, in the whole-network
-function: one pass per (channel, output row), R vectors of output columns in registers across all taps, the
-epilogue fused into the store (see :func:`tessera.compiler.window_ops.depthwise_conv`)."""
+function: a channel per work item where the output layout takes whole-vector row stores (else a channel row), R
+vectors of output columns in registers across all taps, two output rows a pass at stride 1, the epilogue fused into
+the store (see :func:`tessera.compiler.window_ops.depthwise_conv`)."""
 
 from __future__ import annotations
 
