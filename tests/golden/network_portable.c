@@ -297,7 +297,7 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
             { float t_[4] __attribute__((aligned(64))); st(t_, a); for (int j = 4; j < 6; j++) { const float v = t_[j - 4]; ((float *)B[2])[(long)(c) * 56 + 8 + (i) * 7 + (j)] = v; } } }
     }
     tsr_sync();
-    #pragma omp for schedule(static) nowait  /* rows across threads, like the conv tiles */
+    #pragma omp for schedule(static) nowait
     for (int c = 0; c < 8; c++) {
         const float bc = ((const float *)P[6])[c];
         const float *wt = (const float *)P[5] + (long)c * 9;

@@ -109,7 +109,7 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
     for (int i = 0; i < 21; i++) for (int c = 0; c < 4; c++) for (int j = 0; j < 21; j++)
         ((float *)B[0])[(long)(c) * 506 + 23 + (i) * 22 + (j)] = xb0[(long)c * 441 + i * 21 + j];
     tsr_sync();
-    #pragma omp for schedule(static) nowait  /* rows across threads, like the conv tiles */
+    #pragma omp for schedule(static) nowait
     for (int c = 0; c < 4; c++) {
         const float bc = ((const float *)P[1])[c];
         const float *wt = (const float *)P[0] + (long)c * 25;
@@ -126,7 +126,7 @@ void net_forward(int n, const float *const *X, float *const *Y, void **B, void *
         }
     }
     tsr_sync();
-    #pragma omp for schedule(static) nowait  /* rows across threads, like the conv tiles */
+    #pragma omp for schedule(static) nowait
     for (int q = 0; q < 66; q++) {
         const int c = q / 11, i = q - c * 11;
         float acc[11];

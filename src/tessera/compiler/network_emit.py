@@ -229,7 +229,7 @@ class _Emitter:
         return self.loop(body + "\n    }")
 
     def window_conv(self, op: WindowConv, node: str) -> str:
-        return self.loop(family_of(op.params).render(op, *_window_args(op)), rows=True)
+        return self.loop(family_of(op.params).render(op, *_window_args(op)))
 
     def pointwise_depthwise(self, op: PointwiseDepthwise, node: str) -> str:
         """Each thread zeroes its planes' borders once; then per group of PLANES channels, the 1x1 conv into the
