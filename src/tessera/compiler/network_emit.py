@@ -181,7 +181,7 @@ class _Emitter:
     for (int o = 0; o < {op.cout}; o++) {{ float s = {op.sums.expr}[o];
         s += {b};{radd}{act} {store} }}""")
         if op.columns:
-            return self._linear_columns(op, b.replace("[o]", ""), radd, act, store)
+            return self._linear_columns(op, radd, act, store)
         # each thread first gathers the input vector (a padded buffer keeps one value a plane) onto its stack; the
         # dot products then run in vectors, two accumulators (a scalar sum is one chain of dependent adds: gcc
         # may not reorder a float reduction)
@@ -202,19 +202,19 @@ class _Emitter:
         float s = 0.f; for (int l = 0; l < {vw}; l++) s += t_[l];{scalar}
         s += {b};{radd}{act} {store} }}""") + " }"
 
-    def _linear_columns(self, op: Linear, bias: str, radd: str, act: str, store: str) -> str:
+    def _linear_columns(self, op: Linear, radd: str, act: str, store: str) -> str:
         """Work items are groups of up to ``_COLUMN_VECTORS`` vectors of outputs, each summing input i times row i
         of the transposed weights; the activation runs in vectors unless a residual comes first."""
         x, vw, cin = op.x, self.plan.target.vector_width, op.cin
         nvec = -(-op.cout // vw)
         g = min(_COLUMN_VECTORS, nvec)
         xi = x.at("i", "0", "0") if x.padded else f"{x.expr}[i]"
+        bias = f"({_f(op.bias)})" if op.bias is not None else None  # padded to whole vectors by the plan
+        late = op.res is not None  # the residual comes before the activation: both then per output
 
         def group(n: int, o0: str) -> str:
-            init = " ".join(f"vf a{k} = " + (f"ld({bias} + {o0} + {k * vw});" if op.bias is not None else "z;")
-                            for k in range(n))
+            init = " ".join(f"vf a{k} = " + (f"ld({bias} + {o0} + {k * vw});" if bias else "z;") for k in range(n))
             fmas = " ".join(f"a{k} += xv * ld(w + {k * vw});" for k in range(n))
-            late = op.res is not None  # the residual comes before the activation: both then per output
             outs = " ".join(f"st(t_ + {k * vw}, {f'a{k}' if late else c_vector(op.act, f'a{k}')});" for k in range(n))
             return f"""{{ {init}
         for (int i = 0; i < {cin}; i++) {{ const float xv = {xi};

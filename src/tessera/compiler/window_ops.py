@@ -175,7 +175,7 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
                     copy = f" st({dst} + {shift}, ld({dst}));" if shift else ""
                     stores.append(f"st({dst}, {c_vector(act, e)});{copy}")
                 elif overrun:
-                    lanes = ", ".join("-1" if t < tail else "0" for t in range(vw))
+                    lanes = ", ".join("-1" if lane < tail else "0" for lane in range(vw))
                     stores.append(f"st(&{y.at('c', row, jc)}, (vf)((vi)({c_vector(act, e)}) & (vi){{{lanes}}}));")
                 else:
                     stores.append(_partial_store(y, jc, wo, vw, c_vector(act, e)))
@@ -184,11 +184,13 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
 
     starts, plain, lo, hi = _chunk_plan(wo, vw, masks)
 
+    def tail(jc: int) -> int:
+        return min(vw, wo - jc) % vw
+
     def row_body(m: int) -> str:
-        """The chunks of ``m`` output rows from row ``i``; with two rows the partial chunk first (its zeroed lanes
-        past row i fall on row i+1, whose chunks are stored after it)."""
-        edge = [(jc, chunk(str(jc), 1, masks(jc), min(vw, wo - jc) % vw, m)) for jc in starts if jc < lo or jc >= hi]
-        parts = [c for jc, c in edge if jc < lo]
+        """The chunks of ``m`` output rows from row ``i``; with two rows the row's last, partial chunk first (its
+        zeroed lanes past row i fall on row i+1, whose chunks are stored after it)."""
+        parts = [chunk(str(jc), 1, masks(jc), tail(jc), m) for jc in starts if jc < lo]
         if plain:
             big = max(1, min(chunks // m, len(plain)))
             parts.append(f"for (int jc = {lo}; jc + {big * vw} <= {hi}; jc += {big * vw}) "
@@ -196,10 +198,9 @@ def depthwise_conv(x, y, res, weight: str, bias: str, shape: tuple[int, ...], st
             if len(plain) % big:
                 first = lo + len(plain) // big * big * vw
                 parts.append(f"for (int jc = {first}; jc < {hi}; jc += {vw}) {chunk('jc', 1, {}, 0, m)}")
-        parts += [c for jc, c in edge if jc >= hi]
-        if m > 1:
-            parts = [c for jc, c in edge if min(vw, wo - jc) % vw] + \
-                [p for p in parts if p not in {c for jc, c in edge if min(vw, wo - jc) % vw}]
+        parts += [chunk(str(jc), 1, masks(jc), tail(jc), m) for jc in starts if jc >= hi]
+        if m > 1 and tail(starts[-1]):  # the partial chunk is the row's last start, never in the plain run
+            parts.insert(0, parts.pop())
         return "\n        ".join(parts)
     weights = "".join(f" const vf w{k} = z + wt[{k}];" for k in range(kh * kw)) if held else ""
     setup = f"""const float bc = {bias};
